@@ -1,0 +1,1 @@
+"""metatune: differentiating through solves and trajectories, and meta-learning adaptation."""

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install the pinned stack (see README "The stack") into .venv. Idempotent: each step checks first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+
+need_apt=()
+for pkg in libsuitesparse-dev libosmesa6; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "[setup] missing Debian packages: ${need_apt[*]}" >&2
+    echo "[setup] run as root:  sudo apt-get update && sudo apt-get install -y ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || { echo "[setup] creating $VENV"; "$PY" -m venv "$VENV"; }
+PIP="$VENV/bin/python -m pip install --disable-pip-version-check -q"
+have() { "$VENV/bin/python" -c "$1" >/dev/null 2>&1; }
+
+# torch first: easypytorch3d's compiled _C is built against exactly this release.
+have "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.12.1')" || {
+  echo "[setup] installing torch 2.12.1 (several GB with its CUDA libraries)"
+  $PIP "torch==2.12.1"
+}
+# theseus-ai ships source only and must build against the torch above (no build isolation);
+# scikit-sparse 0.5 does not compile against Debian 12's SuiteSparse, 0.4.16 does.
+have "import sksparse" || { echo "[setup] installing scikit-sparse<0.5"; $PIP "numpy>=2" cython setuptools wheel; $PIP --no-build-isolation "scikit-sparse<0.5"; }
+have "import theseus" || { echo "[setup] installing theseus-ai 0.2.3"; $PIP --no-build-isolation "theseus-ai==0.2.3"; }
+
+# The package itself (editable) with the rest of the stack and the dev extras.
+have "import metatune, envs, hmr, relight, torchopt, dm_control" && [ "$VENV/.installed" -nt pyproject.toml ] || {
+  echo "[setup] installing metatune (editable) and the rest of the stack"
+  $PIP -e ".[dev]"
+  touch "$VENV/.installed"
+}
+"$VENV/bin/python" -c "import torch, pytorch3d.renderer, theseus, smplx, mujoco, cv2" \
+  || { echo "[setup] the stack does not import; see the error above" >&2; exit 1; }
+echo "[setup] ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
