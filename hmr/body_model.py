@@ -1,0 +1,171 @@
+"""Body models through smplx: SMPL / SMPL-H / SMPL-X files (.pkl without chumpy, or .npz) and a joints fast path."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import smplx
+import torch
+from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes
+from smplx.utils import Struct
+from torch import Tensor, nn
+
+from metatune import MetatuneError
+
+SMPL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+GENERATED_NAME = "SMPL_NEUTRAL_metatune_v1.pkl"
+
+
+class _Chumpy:
+    """Stands in for any chumpy class while unpickling; keeps the pickled state."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.state = {}
+
+    def __setstate__(self, state) -> None:
+        self.state = state if isinstance(state, dict) else {"x": state}
+
+
+class _NoChumpyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if module == "chumpy" or module.startswith("chumpy."):
+            return _Chumpy
+        return super().find_class(module, name)
+
+
+def _plain(key: str, value):
+    """A chumpy stand-in as the numpy array it holds; anything else unchanged."""
+    if isinstance(value, _Chumpy):
+        if "x" not in value.state:
+            raise MetatuneError(f"model field {key!r} is a chumpy expression without a stored array")
+        return np.asarray(value.state["x"])
+    return value
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The arrays of an SMPL-family model file (.pkl, chumpy or not, or .npz)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetatuneError(f"body model file not found: {path}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=True) as z:
+                data = {k: z[k] for k in z.files}
+        elif path.suffix == ".pkl":
+            with open(path, "rb") as fh:
+                data = _NoChumpyUnpickler(fh, encoding="latin1").load()
+        else:
+            raise MetatuneError(f"body model must be a .pkl or .npz file, got {path.name}")
+    except MetatuneError:
+        raise
+    except Exception as err:  # unreadable pickle / zip: name the file, not the unpickler's internals
+        raise MetatuneError(f"cannot read body model {path}: {type(err).__name__}: {err}") from None
+    if not isinstance(data, dict):
+        raise MetatuneError(f"body model {path} does not hold a dict of arrays")
+    data = {k: _plain(k, v) for k, v in data.items()}
+    missing = [k for k in SMPL_KEYS if k not in data]
+    if missing:
+        raise MetatuneError(f"body model {path} lacks {missing}")
+    return data
+
+
+def write_model_file(path: str | Path, data: dict) -> Path:
+    """Write arrays as an SMPL-format .pkl (plain numpy, latin1-readable), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        pickle.dump(data, fh, protocol=2)
+    tmp.replace(path)
+    return path
+
+
+def generated_model_path() -> Path:
+    """The generated body model's file, built on first use and cached in the temp dir."""
+    path = Path(tempfile.gettempdir()) / "metatune_hmr" / GENERATED_NAME
+    if not path.is_file():
+        from hmr.body_template import generate_body_model
+        write_model_file(path, generate_body_model())
+    return path
+
+
+def model_kind(data: dict) -> str:
+    if "hands_componentsl" in data:
+        return "smplh"
+    if "lmk_faces_idx" in data or np.asarray(data["v_template"]).shape[0] == 10475:
+        return "smplx"
+    return "smpl"
+
+
+def load_smplx(path: str | Path | None = None, num_betas: int = 10) -> nn.Module:
+    """An smplx body model (SMPL, SMPL-H or SMPL-X by the file's contents); None: the generated model."""
+    path = generated_model_path() if path is None else Path(path)
+    data = read_model_file(path)
+    kind = model_kind(data)
+    struct = Struct(**data)
+    cls = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}[kind]
+    kwargs = {"use_pca": False} if kind != "smpl" else {}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a warning for 10-beta models
+            return cls(model_path=str(path), data_struct=struct, num_betas=num_betas, **kwargs)
+    except Exception as err:
+        raise MetatuneError(f"body model {path} is not a valid {kind.upper()} file: {err}") from None
+
+
+class BodyModel(nn.Module):
+    """SMPL-layout body: 45 smplx joints fast (skinning only the joints and landmark vertices), or full vertices."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(model, smplx.SMPL) or isinstance(model, (smplx.SMPLH, smplx.SMPLX)):
+            raise MetatuneError("fitting needs an SMPL-layout model (23 body joints); SMPL-H/SMPL-X are load-only here")
+        self.smpl = model
+        lmk = model.vertex_joint_selector.extra_joints_idxs
+        jreg = model.J_regressor
+        self.register_buffer("j_template", jreg @ model.v_template)                          # [24, 3]
+        self.register_buffer("j_shapedirs", torch.einsum("jv,vcb->jcb", jreg, model.shapedirs))  # [24, 3, B]
+        self.register_buffer("l_template", model.v_template[lmk])                            # [L, 3]
+        self.register_buffer("l_shapedirs", model.shapedirs[lmk])                            # [L, 3, B]
+        posedirs = model.posedirs.view(model.posedirs.shape[0], -1, 3)                       # [207, V, 3]
+        self.register_buffer("l_posedirs", posedirs[:, lmk].reshape(posedirs.shape[0], -1))  # [207, L*3]
+        self.register_buffer("l_weights", model.lbs_weights[lmk])                            # [L, 24]
+        self.num_betas = model.num_betas
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "BodyModel":
+        return cls(load_smplx(path))
+
+    @property
+    def faces(self) -> np.ndarray:  # [F, 3]
+        return np.asarray(self.smpl.faces, dtype=np.int64)
+
+    def joints(self, betas: Tensor,  # [B, 10]
+               global_orient: Tensor,  # [B, 3] axis-angle
+               body_pose: Tensor,  # [B, 69] axis-angle
+               ) -> Tensor:  # [B, 45, 3], same as smplx's joints without translation
+        """The 45 smplx joints (24 SMPL joints, then face, feet and fingertip landmarks)."""
+        b = betas.shape[0]
+        rot = batch_rodrigues(torch.cat([global_orient, body_pose], 1).reshape(-1, 3)).view(b, -1, 3, 3)
+        j_rest = self.j_template + blend_shapes(betas, self.j_shapedirs)
+        j_posed, a = batch_rigid_transform(rot, j_rest, self.smpl.parents)
+        eye = torch.eye(3, dtype=betas.dtype)
+        pose_feature = (rot[:, 1:] - eye).reshape(b, -1)
+        l_rest = self.l_template + blend_shapes(betas, self.l_shapedirs)
+        l_rest = l_rest + (pose_feature @ self.l_posedirs).view(b, -1, 3)
+        t = torch.einsum("lj,bjxy->blxy", self.l_weights, a)
+        l_posed = (t[..., :3, :3] @ l_rest.unsqueeze(-1)).squeeze(-1) + t[..., :3, 3]
+        return torch.cat([j_posed, l_posed], 1)
+
+    def forward(self, betas: Tensor,  # [B, 10]
+                global_orient: Tensor,  # [B, 3]
+                body_pose: Tensor,  # [B, 69]
+                ) -> tuple[Tensor, Tensor]:  # vertices [B, V, 3], joints [B, 45, 3]
+        """Full smplx forward without translation."""
+        out = self.smpl(betas=betas, global_orient=global_orient, body_pose=body_pose,
+                        transl=torch.zeros(betas.shape[0], 3, dtype=betas.dtype))
+        return out.vertices, out.joints
