@@ -1,0 +1,231 @@
+"""`MetaTuner`: meta-learns, over a distribution of tasks, what makes a few inner steps adapt well."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from metatune.adaptation import Adapted, inner_adapt
+from metatune.errors import MetatuneError
+from metatune.tree import Tensors, flatten, unflatten
+
+METHODS = ("maml", "fomaml", "metasgd", "uncertainty")
+Task = Any
+
+
+@dataclass
+class MetaConfig:
+    method: str = "metasgd"       # maml | fomaml | metasgd | uncertainty
+    inner_steps: int = 5
+    inner_lr: float = 1e-2        # the step size (the initial value of the learned ones)
+    outer_lr: float = 1e-3
+    meta_batch: int = 8
+    first_order: bool | None = None  # None: True for "fomaml", False otherwise
+    batch_dims: int = 0           # leading parameter dims indexing independent problems
+    prior_std: float = 1.0        # uncertainty: initial prior std of every parameter (learned)
+    freeze_ratio: float = 0.05    # uncertainty: freeze a parameter once std < ratio * prior std
+    probes: int = 1               # uncertainty: Hutchinson probes per step for the curvature
+    grad_clip: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise MetatuneError(f"unknown meta-learning method {self.method!r}; choose one of {METHODS}")
+        if self.inner_steps < 0 or self.meta_batch < 1:
+            raise MetatuneError("inner_steps must be >= 0 and meta_batch >= 1")
+
+    @property
+    def is_first_order(self) -> bool:
+        return self.method == "fomaml" if self.first_order is None else self.first_order
+
+
+class _FixedInit(nn.Module):
+    """A meta-learned initialisation that does not depend on the task (MAML)."""
+
+    def __init__(self, init: tuple[Tensor, ...]):
+        super().__init__()
+        self.values = nn.ParameterList([nn.Parameter(t.detach().clone()) for t in init])
+
+    def forward(self, task: Task) -> tuple[Tensor, ...]:
+        return tuple(self.values)
+
+
+class MetaTuner:
+    """Meta-learns the initialisation, per-parameter step sizes and (method "uncertainty") prior variances.
+
+    init: Tensor, tuple of Tensors, or an nn.Module mapping a task to parameters (an amortised start).
+    inner_loss(params, task) -> scalar: the support loss adaptation minimises.
+    outer_loss(params, task) -> scalar: the query loss after adaptation (defaults to inner_loss).
+    sample_tasks(n) -> n tasks for meta-training.
+    """
+
+    def __init__(
+        self,
+        init: Tensors | nn.Module,
+        inner_loss: Callable[[Tensors, Task], Tensor],
+        outer_loss: Callable[[Tensors, Task], Tensor] | None = None,
+        sample_tasks: Callable[[int], Sequence[Task]] | None = None,
+        config: MetaConfig | None = None,
+        log_path: str | Path | None = None,
+    ):
+        self.config = config or MetaConfig()
+        self.inner_loss, self.outer_loss = inner_loss, outer_loss or inner_loss
+        self.sample_tasks = sample_tasks
+        self.log_path = Path(log_path) if log_path is not None else None
+        if isinstance(init, nn.Module):
+            self.init, self._single = init, None  # structure learned from the module's first output
+        else:
+            values, self._single = flatten(init, "init")
+            self.init = _FixedInit(values)
+        self.log_lr: nn.ParameterList | None = None
+        self.log_prior_std: nn.ParameterList | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.step_count = 0
+        torch.manual_seed(self.config.seed)
+
+    # -- meta-parameters ---------------------------------------------------------------------------
+    def _start(self, task: Task) -> tuple[Tensor, ...]:
+        out = self.init(task)
+        values, single = flatten(out, "init(task)")
+        if self._single is None:
+            self._single = single
+        self._ensure_meta(values)
+        return values
+
+    def _ensure_meta(self, values: tuple[Tensor, ...]) -> None:
+        if self.log_lr is not None:
+            return
+        b = self.config.batch_dims
+        shapes = [t.shape[b:] for t in values]
+        like = values[0]
+        log_lr = math.log(self.config.inner_lr)
+        self.log_lr = nn.ParameterList(
+            [nn.Parameter(torch.full(s, log_lr, dtype=like.dtype, device=like.device)) for s in shapes])
+        self.log_prior_std = nn.ParameterList(
+            [nn.Parameter(torch.full(s, math.log(self.config.prior_std), dtype=like.dtype, device=like.device))
+             for s in shapes])
+
+    def meta_parameters(self) -> list[nn.Parameter]:
+        """The parameters meta-training updates for the configured method."""
+        ps = list(self.init.parameters())
+        if self.config.method in ("metasgd", "uncertainty"):
+            ps += list(self.log_lr)
+        if self.config.method == "uncertainty":
+            ps += list(self.log_prior_std)
+        return ps
+
+    def _lrs(self) -> tuple[Tensor, ...]:
+        if self.config.method in ("metasgd", "uncertainty"):
+            return tuple(torch.exp(p) for p in self.log_lr)
+        return tuple(torch.full((), self.config.inner_lr, dtype=p.dtype, device=p.device) for p in self.log_lr)
+
+    def _adapt(self, task: Task, steps: int, create_graph: bool) -> Adapted:
+        start = self._start(task)
+        uncertain = self.config.method == "uncertainty"
+
+        def loss(x: tuple[Tensor, ...]) -> Tensor:
+            return self.inner_loss(unflatten(x, self._single), task)
+
+        prior_var = tuple(torch.exp(2 * p) for p in self.log_prior_std) if uncertain else None
+        return inner_adapt(loss, start, steps, self._lrs(), create_graph=create_graph, prior_var=prior_var,
+                           freeze_ratio=self.config.freeze_ratio, probes=self.config.probes)
+
+    # -- the three verbs ---------------------------------------------------------------------------
+    def train(self, steps: int, sample_tasks: Callable[[int], Sequence[Task]] | None = None,
+              progress: bool = True) -> list[dict]:
+        """Meta-train for `steps` outer iterations; returns (and logs as JSON lines) one record per step."""
+        sampler = sample_tasks or self.sample_tasks
+        if sampler is None:
+            raise MetatuneError("MetaTuner.train needs sample_tasks (give it to the constructor or to train)")
+        cfg, history = self.config, []
+        for _ in tqdm(range(steps), desc=f"meta-train ({cfg.method})", disable=not progress):
+            tasks = list(sampler(cfg.meta_batch))
+            outer, pre, post = 0.0, 0.0, 0.0
+            for task in tasks:
+                res = self._adapt(task, cfg.inner_steps, create_graph=not cfg.is_first_order)
+                outer = outer + self.outer_loss(unflatten(res.params, self._single), task)
+                pre, post = pre + res.losses[0], post + res.losses[-1]
+            outer = outer / len(tasks)
+            if not bool(torch.isfinite(outer)):
+                raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
+                                    "lower outer_lr or inner_lr")
+            if self.optimizer is None:
+                self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=cfg.outer_lr)
+            self.optimizer.zero_grad()
+            outer.backward()
+            torch.nn.utils.clip_grad_norm_(self.meta_parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            record = {"step": self.step_count, "outer_loss": float(outer.detach()),
+                      "inner_loss_before": pre / len(tasks), "inner_loss_after": post / len(tasks)}
+            self.step_count += 1
+            history.append(record)
+            if self.log_path is not None:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with self.log_path.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+        return history
+
+    def adapt(self, task: Task, steps: int | None = None) -> Adapted:
+        """Adapt to one task from the meta-learned start; parameters are returned detached."""
+        res = self._adapt(task, self.config.inner_steps if steps is None else steps, create_graph=False)
+        res.params = unflatten(tuple(p.detach() for p in res.params), self._single)
+        if res.std is not None:
+            res.std = unflatten(res.std, self._single)
+        return res
+
+    def evaluate(self, tasks: Sequence[Task], steps: int | None = None) -> dict:
+        """Mean inner (support) loss after 0..k steps and the outer (query) loss after k, over `tasks`."""
+        k = self.config.inner_steps if steps is None else steps
+        curves, outer = [], []
+        for task in tasks:
+            res = self.adapt(task, k)
+            curves.append(res.losses)
+            with torch.no_grad():
+                outer.append(float(self.outer_loss(res.params, task)))
+        mean_curve = [sum(c[i] for c in curves) / len(curves) for i in range(k + 1)]
+        return {"tasks": len(tasks), "steps": k, "inner_loss_by_step": mean_curve,
+                "outer_loss": sum(outer) / len(outer)}
+
+    # -- persistence -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"config": asdict(self.config), "step": self.step_count, "single": self._single,
+                "init": self.init.state_dict(),
+                "log_lr": [p.detach() for p in self.log_lr] if self.log_lr is not None else None,
+                "log_prior_std": [p.detach() for p in self.log_prior_std] if self.log_prior_std is not None else None,
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+
+    def save(self, path: str | Path) -> None:
+        """Write a checkpoint atomically (temporary name, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> "MetaTuner":
+        """Restore a checkpoint written by `save` (loaded with weights_only=True)."""
+        path = Path(path)
+        if not path.is_file():
+            raise MetatuneError(f"checkpoint not found: {path}")
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as err:  # a truncated or foreign file: say which
+            raise MetatuneError(f"cannot read checkpoint {path}: {err}") from err
+        known = {f.name for f in fields(MetaConfig)}
+        self.config = MetaConfig(**{k: v for k, v in state["config"].items() if k in known})
+        self.step_count, self._single = state["step"], state["single"]
+        self.init.load_state_dict(state["init"])
+        if state["log_lr"] is not None:
+            self.log_lr = nn.ParameterList([nn.Parameter(t.clone()) for t in state["log_lr"]])
+            self.log_prior_std = nn.ParameterList([nn.Parameter(t.clone()) for t in state["log_prior_std"]])
+        self.optimizer = None
+        if state["optimizer"] is not None:
+            self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=self.config.outer_lr)
+            self.optimizer.load_state_dict(state["optimizer"])
+        return self

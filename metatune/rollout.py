@@ -1,0 +1,190 @@
+"""`rollout`: a closed-loop trajectory x[t+1] = step(x[t], policy(x[t], t, params)), differentiable three ways.
+
+- "autograd": keep the whole graph (memory grows with the horizon).
+- "adjoint": the discrete adjoint. The forward pass keeps only the states; the backward pass runs back in
+  time, rebuilding one step's graph at a time to get lambda[t] = df/dx^T lambda[t+1] + dl/dx, so the
+  graph memory does not grow with the horizon.
+- "forward": forward sensitivities S[t] = dx[t]/dtheta propagated with the trajectory (forward-mode AD,
+  one tangent per parameter: the DiffTune-style baseline, whose cost grows with the parameter count).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from metatune.errors import MetatuneError
+from metatune.tree import Tensors, flatten, unflatten
+
+Step = Callable[[Tensor, Tensor], Tensor]
+Policy = Callable[[Tensor, int, Tensors], Tensor]
+Cost = Callable[[Tensor, Tensor, int], Tensor]
+GRADS = ("adjoint", "autograd", "forward")
+
+
+class Rollout(NamedTuple):
+    states: Tensor            # [horizon + 1, ..., nx]
+    cost: Optional[Tensor]    # [...] summed over time, or None without a cost function
+
+
+class _Sim:
+    """The simulation a rollout runs, with the checks that name what went wrong."""
+
+    def __init__(self, step: Step, policy: Policy, cost: Cost | None, horizon: int, single: bool):
+        self.step, self.policy, self.cost, self.horizon, self.single = step, policy, cost, horizon, single
+
+    def transition(self, x: Tensor, t: int, params: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
+        u = self.policy(x, t, unflatten(params, self.single))
+        x_next = self.step(x, u)
+        c = self.cost(x, u, t) if self.cost is not None else None
+        return x_next, c
+
+    def check_first(self, x0: Tensor, params: tuple[Tensor, ...]) -> None:
+        with torch.no_grad():
+            try:
+                u = self.policy(x0, 0, unflatten(params, self.single))
+            except (RuntimeError, IndexError, TypeError) as err:
+                raise MetatuneError(f"policy failed on x0 of shape {tuple(x0.shape)}: {err}") from err
+            try:
+                x1 = self.step(x0, u)
+            except (RuntimeError, IndexError, TypeError) as err:
+                raise MetatuneError(f"step failed on x0 {tuple(x0.shape)} and u {tuple(u.shape)}: {err}") from err
+            if x1.shape != x0.shape:
+                raise MetatuneError(f"step returned a state of shape {tuple(x1.shape)} but x0 has shape {tuple(x0.shape)}")
+            if self.cost is not None:
+                c = self.cost(x0, u, 0)
+                if c.shape != x0.shape[:-1]:
+                    raise MetatuneError(f"cost must return one value per batch element, shape {tuple(x0.shape[:-1])}; "
+                                        f"got {tuple(c.shape)}")
+
+    def check_finite(self, states: Tensor) -> None:
+        bad = ~torch.isfinite(states.detach()).reshape(states.shape[0], -1).all(dim=1)
+        if bool(bad.any()):
+            t = int(bad.nonzero()[0])
+            raise MetatuneError(f"rollout diverged: non-finite state at step {t} of {self.horizon} "
+                                "(unstable gains or too large a time step?)")
+
+    def simulate(self, x0: Tensor, params: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """States [T+1, ..., nx] and summed cost [...] (zeros without a cost function)."""
+        states = [x0]
+        total = torch.zeros(x0.shape[:-1], dtype=x0.dtype, device=x0.device)
+        x = x0
+        for t in range(self.horizon):
+            x, c = self.transition(x, t, params)
+            states.append(x)
+            if c is not None:
+                total = total + c
+        out = torch.stack(states)
+        self.check_finite(out)
+        return out, total
+
+
+class _Adjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, sim: _Sim, x0: Tensor, *params: Tensor):
+        states, total = sim.simulate(x0, params)
+        ctx.sim = sim
+        ctx.save_for_backward(states, *params)
+        return states, total
+
+    @staticmethod
+    def backward(ctx, g_states: Tensor, g_cost: Tensor):
+        sim: _Sim = ctx.sim
+        states, *params = ctx.saved_tensors
+        leaves = tuple(p.detach().requires_grad_() for p in params)
+        grads = [torch.zeros_like(p) for p in params]
+        lam = g_states[-1]
+        for t in reversed(range(sim.horizon)):
+            x = states[t].detach().requires_grad_()
+            with torch.enable_grad():
+                x_next, c = sim.transition(x, t, leaves)
+                outs, seeds = [x_next], [lam]
+                if c is not None:
+                    outs.append(c)
+                    seeds.append(g_cost)
+                gx, *gp = torch.autograd.grad(outs, (x, *leaves), seeds, allow_unused=True)
+            lam = g_states[t] + (gx if gx is not None else 0.0)
+            for i, g in enumerate(gp):
+                if g is not None:
+                    grads[i] += g
+        if not bool(torch.isfinite(lam).all()) or not all(bool(torch.isfinite(g).all()) for g in grads):
+            raise MetatuneError("adjoint rollout: non-finite gradient (the trajectory is too sensitive; shorten it)")
+        return (None, lam, *grads)
+
+
+class _Forward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, sim: _Sim, x0: Tensor, *params: Tensor):
+        from torch.func import jvp, vmap
+
+        shapes = [x0.shape, *(p.shape for p in params)]
+        sizes = [s.numel() for s in shapes]
+        n = sum(sizes)
+        dtype, device = x0.dtype, x0.device
+
+        def split(theta: Tensor) -> tuple[Tensor, ...]:
+            return tuple(c.reshape(s) for c, s in zip(torch.split(theta, sizes), shapes))
+
+        theta = torch.cat([x0.reshape(-1), *(p.reshape(-1) for p in params)])
+        eye = torch.eye(n, dtype=dtype, device=device)
+        x = x0
+        sens = vmap(lambda e: split(e)[0])(eye)  # [n, ..., nx]: dx0/dtheta
+        states, all_sens = [x0], [sens]
+        total = torch.zeros(x0.shape[:-1], dtype=dtype, device=device)
+        dtotal = torch.zeros(n, *x0.shape[:-1], dtype=dtype, device=device)
+        for t in range(sim.horizon):
+            def f(xx: Tensor, th: Tensor, t: int = t) -> tuple[Tensor, Tensor]:
+                x_next, c = sim.transition(xx, t, split(th)[1:])
+                return x_next, (c if c is not None else torch.zeros(xx.shape[:-1], dtype=dtype, device=device))
+
+            (x_next, c), (s_next, dc) = vmap(lambda s, e: jvp(f, (x, theta), (s, e)), out_dims=((None, None), 0))(sens, eye)
+            x, sens = x_next, s_next
+            total, dtotal = total + c, dtotal + dc
+            states.append(x)
+            all_sens.append(sens)
+        out = torch.stack(states)
+        sim.check_finite(out)
+        ctx.sizes, ctx.shapes = sizes, shapes
+        ctx.save_for_backward(torch.stack(all_sens), dtotal)
+        return out, total
+
+    @staticmethod
+    def backward(ctx, g_states: Tensor, g_cost: Tensor):
+        sens, dtotal = ctx.saved_tensors  # [T+1, n, ..., nx], [n, ...]
+        g = torch.einsum("tn...,t...->n", sens, g_states) + torch.einsum("n...,...->n", dtotal, g_cost)
+        parts = tuple(c.reshape(s) for c, s in zip(torch.split(g, ctx.sizes), ctx.shapes))
+        return (None, *parts)
+
+
+def rollout(
+    step: Step,
+    x0: Tensor,
+    policy: Policy,
+    params: Tensors,
+    horizon: int,
+    *,
+    grad: str = "adjoint",
+    cost: Cost | None = None,
+) -> Rollout:
+    """Simulate `horizon` steps of x[t+1] = step(x[t], policy(x[t], t, params)) from x0 ([..., nx]).
+
+    Returns the states [horizon+1, ..., nx] and, when `cost(x, u, t) -> [...]` is given, its sum over
+    t = 0..horizon-1. Both are differentiable in `params` and `x0` by `grad` ("adjoint", "autograd", "forward").
+    """
+    if grad not in GRADS:
+        raise MetatuneError(f"unknown grad mode {grad!r}; choose one of {GRADS}")
+    if not isinstance(x0, Tensor) or x0.dim() < 1:
+        raise MetatuneError("x0 must be a Tensor of shape [..., nx]")
+    if horizon < 1:
+        raise MetatuneError(f"horizon must be >= 1, got {horizon}")
+    ps, single = flatten(params, "params")
+    sim = _Sim(step, policy, cost, horizon, single)
+    sim.check_first(x0, ps)
+    if grad == "autograd":
+        states, total = sim.simulate(x0, ps)
+    elif grad == "adjoint":
+        states, total = _Adjoint.apply(sim, x0, *ps)
+    else:
+        states, total = _Forward.apply(sim, x0, *ps)
+    return Rollout(states, total if cost is not None else None)
