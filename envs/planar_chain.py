@@ -99,13 +99,13 @@ class PlanarChain:
             jo = jo + torch.stack([rz, -rx], -1)[..., None] * jphi
             aox, aoz = aox - w * w * rx, aoz - w * w * rz
             ox, oz = ox + rx, oz + rz
+            onehot = q.new_zeros(n)
+            onehot[i] = 1.0
             if link.joint == "slide":
-                jo = jo.clone()
-                jo[..., 0, i] = 1.0
+                jo = jo + torch.stack([onehot, torch.zeros_like(onehot)], 0)
             else:
                 phi, w = phi + q[..., i], w + qd[..., i]
-                jphi = jphi.clone()
-                jphi[i] = 1.0
+                jphi = jphi + onehot
             m, c, inertia = self.inertial(i, q)
             cx, cz = -c * torch.sin(phi), -c * torch.cos(phi)
             jc = jo + torch.stack([cz, -cx], -1)[..., None] * jphi
@@ -123,9 +123,9 @@ class PlanarChain:
 
     def forces(self, u: Tensor) -> Tensor:
         """Generalised forces [..., n] from the inputs u [..., nu]."""
-        tau = u.new_zeros(*u.shape[:-1], self.nq)
-        tau[..., self.actuated] = u
-        return tau
+        select = u.new_zeros(self.nu, self.nq)
+        select[range(self.nu), self.actuated] = 1.0
+        return u @ select
 
     def step(self, x: Tensor, u: Tensor) -> Tensor:
         """One MuJoCo-Euler step: x [..., 2n], u [..., nu] -> x_next [..., 2n]."""
