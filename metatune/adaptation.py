@@ -53,7 +53,7 @@ def inner_adapt(
     """
     x = tuple(t if t.requires_grad else t.detach().requires_grad_() for t in start)
     uncertain = prior_var is not None
-    curv = tuple(torch.zeros_like(t.detach()) for t in x)
+    curv = ema = tuple(torch.zeros_like(t.detach()) for t in x)
     frozen = tuple(torch.zeros_like(t, dtype=torch.bool) for t in x)
     losses: list[float] = []
     for k in range(steps + 1):
@@ -71,7 +71,8 @@ def inner_adapt(
             g = tuple(torch.zeros_like(t) if gi is None else gi for t, gi in zip(x, g))
             if uncertain:
                 d = _hutchinson_diag(g, x, probes)
-                curv = tuple(curvature_decay * c + (1 - curvature_decay) * di.clamp_min(0) for c, di in zip(curv, d))
+                ema = tuple(curvature_decay * c + (1 - curvature_decay) * di.clamp_min(0) for c, di in zip(ema, d))
+                curv = tuple(e / (1 - curvature_decay ** (k + 1)) for e in ema)  # bias-corrected running mean
         if not create_graph:
             g = tuple(gi.detach() for gi in g)
         if uncertain:
