@@ -71,7 +71,8 @@ def solve_least_squares(
     def err_fn(optim_vars: list, aux_vars: list) -> Tensor:
         return user(tuple(v.tensor for v in optim_vars), tuple(a.tensor for a in aux_vars))
 
-    cost = th.AutoDiffCostFunction(optim_vars, err_fn, r0.shape[1], aux_vars=aux_vars, name="residual")
+    cost = th.AutoDiffCostFunction(optim_vars, err_fn, r0.shape[1], aux_vars=aux_vars, name="residual",
+                                   cost_weight=th.ScaleCostWeight(torch.ones((), dtype=dtype)))
     objective = th.Objective(dtype=dtype)
     objective.add(cost)
     cls = th.GaussNewton if optimizer == "gauss_newton" else th.LevenbergMarquardt

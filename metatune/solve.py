@@ -29,7 +29,7 @@ def _checked_call(fn: Callable, x: Tensors, h: Tensors, residual: bool) -> Tenso
         raise MetatuneError(f"inner_loss failed on the given init/hparams (shape mismatch?): {err}") from err
     if not isinstance(out, Tensor):
         raise MetatuneError(f"inner_loss must return a Tensor, got {type(out).__name__}")
-    if residual and out.dim() > 1:
+    if residual and out.dim() != 1:
         raise MetatuneError(f"for solver='gauss_newton' inner_loss must return a residual vector, got shape {tuple(out.shape)}")
     if not residual and out.numel() != 1:
         raise MetatuneError(f"inner_loss must return a scalar, got shape {tuple(out.shape)}"

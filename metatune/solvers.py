@@ -160,7 +160,11 @@ class GaussNewton:
         jtj = jac.T @ jac
         jtr = jac.T @ r
         eye = torch.eye(z.numel(), dtype=z.dtype, device=z.device)
-        dz = torch.linalg.solve(jtj + self.damping * eye, -jtr)
+        try:
+            dz = torch.linalg.solve(jtj + self.damping * eye, -jtr)
+        except torch.linalg.LinAlgError as err:
+            raise MetatuneError("Gauss-Newton: J^T J is singular (do the residuals ignore some parameters?); "
+                                "pass a larger damping=") from err
         new = torch.split(z + self.lr * dz, sizes)
         new = tuple(p.reshape(s) for p, s in zip(new, shapes))
         if not create_graph:

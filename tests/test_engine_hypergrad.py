@@ -4,7 +4,8 @@ import torch
 
 import metatune as mt
 
-torch.set_default_dtype(torch.float64)
+DEFAULT_DTYPE = torch.float64
+torch.set_default_dtype(DEFAULT_DTYPE)  # for the constants below; restored at the end of the module
 
 
 def ridge_data(seed: int = 0):
@@ -118,3 +119,6 @@ def test_solve_returns_info_and_stops_at_tol():
     _, info = mt.solve(lambda w, l: ridge_inner(w, l, X, y), torch.zeros(5), torch.tensor(1.0),
                        solver="lbfgs", lr=1.0, steps=500, tol=1e-10, return_info=True)
     assert info.steps < 500 and info.grad_norm < 1e-10
+
+
+torch.set_default_dtype(torch.float32)

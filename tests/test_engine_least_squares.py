@@ -4,7 +4,8 @@ import torch
 
 import metatune as mt
 
-torch.set_default_dtype(torch.float64)
+DEFAULT_DTYPE = torch.float64
+torch.set_default_dtype(DEFAULT_DTYPE)  # for the constants below; restored at the end of the module
 
 T = torch.linspace(0, 1, 12)
 Y = 1.5 * torch.exp(-0.8 * T) + 0.05 * torch.sin(7 * T)
@@ -96,3 +97,6 @@ def test_batched_problems_solve_independently():
     pb = mt.solve_least_squares(res_b, inits, ws, steps=50)
     for i in range(2):
         torch.testing.assert_close(pb[i], mt.solve_least_squares(residual, inits[i], ws[i], steps=50), rtol=1e-7, atol=1e-9)
+
+
+torch.set_default_dtype(torch.float32)

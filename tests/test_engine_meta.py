@@ -7,7 +7,8 @@ import torch
 
 import metatune as mt
 
-torch.set_default_dtype(torch.float64)
+DEFAULT_DTYPE = torch.float64
+torch.set_default_dtype(DEFAULT_DTYPE)  # for the constants below; restored at the end of the module
 CURV = torch.tensor([0.05, 0.3, 1.0, 4.0, 15.0])  # curvatures spanning 300x: one step size cannot fit all
 MU = torch.tensor([2.0, -1.0, 0.5, 3.0, -2.0])
 
@@ -119,3 +120,6 @@ def test_train_without_sampler_and_bad_checkpoint(tmp_path):
         tuner.load(tmp_path / "bad.pt")
     with pytest.raises(mt.MetatuneError, match="checkpoint not found"):
         tuner.load(tmp_path / "missing.pt")
+
+
+torch.set_default_dtype(torch.float32)

@@ -5,7 +5,8 @@ import torch
 
 import metatune as mt
 
-torch.set_default_dtype(torch.float64)
+DEFAULT_DTYPE = torch.float64
+torch.set_default_dtype(DEFAULT_DTYPE)  # for the constants below; restored at the end of the module
 DT, HORIZON = 0.02, 150
 
 
@@ -117,3 +118,6 @@ def test_bad_input_names_the_problem(bad, match):
     kw = dict(step=pendulum, x0=X0, policy=pd, params=P, horizon=5) | bad
     with pytest.raises(mt.MetatuneError, match=match):
         mt.rollout(kw.pop("step"), kw.pop("x0"), kw.pop("policy"), kw.pop("params"), kw.pop("horizon"), **kw)
+
+
+torch.set_default_dtype(torch.float32)
