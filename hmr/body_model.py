@@ -112,7 +112,8 @@ def load_smplx(path: str | Path | None = None, num_betas: int = 10) -> nn.Module
     kwargs = {"use_pca": False} if kind != "smpl" else {}
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a warning for 10-beta models
-            return cls(model_path=str(path), data_struct=struct, num_betas=num_betas, **kwargs)
+            return cls(model_path=str(path), data_struct=struct, num_betas=num_betas, create_betas=False,
+                       create_global_orient=False, create_body_pose=False, create_transl=False, **kwargs)
     except Exception as err:
         raise MetatuneError(f"body model {path} is not a valid {kind.upper()} file: {err}") from None
 
@@ -145,12 +146,12 @@ class BodyModel(nn.Module):
         return np.asarray(self.smpl.faces, dtype=np.int64)
 
     def joints(self, betas: Tensor,  # [B, 10]
-               global_orient: Tensor,  # [B, 3] axis-angle
+               global_rot: Tensor,  # [B, 3, 3] rotation matrix of the root
                body_pose: Tensor,  # [B, 69] axis-angle
                ) -> Tensor:  # [B, 45, 3], same as smplx's joints without translation
         """The 45 smplx joints (24 SMPL joints, then face, feet and fingertip landmarks)."""
         b = betas.shape[0]
-        rot = batch_rodrigues(torch.cat([global_orient, body_pose], 1).reshape(-1, 3)).view(b, -1, 3, 3)
+        rot = torch.cat([global_rot[:, None], batch_rodrigues(body_pose.reshape(-1, 3)).view(b, -1, 3, 3)], 1)
         j_rest = self.j_template + blend_shapes(betas, self.j_shapedirs)
         j_posed, a = batch_rigid_transform(rot, j_rest, self.smpl.parents)
         eye = torch.eye(3, dtype=betas.dtype)
@@ -162,10 +163,12 @@ class BodyModel(nn.Module):
         return torch.cat([j_posed, l_posed], 1)
 
     def forward(self, betas: Tensor,  # [B, 10]
-                global_orient: Tensor,  # [B, 3]
-                body_pose: Tensor,  # [B, 69]
+                global_rot: Tensor,  # [B, 3, 3]
+                body_pose: Tensor,  # [B, 69] axis-angle
                 ) -> tuple[Tensor, Tensor]:  # vertices [B, V, 3], joints [B, 45, 3]
-        """Full smplx forward without translation."""
-        out = self.smpl(betas=betas, global_orient=global_orient, body_pose=body_pose,
-                        transl=torch.zeros(betas.shape[0], 3, dtype=betas.dtype))
+        """Full smplx forward (all vertices) without translation."""
+        b = betas.shape[0]
+        rots = batch_rodrigues(body_pose.reshape(-1, 3)).view(b, -1)
+        out = self.smpl(betas=betas, global_orient=global_rot.reshape(b, 9), body_pose=rots,
+                        transl=torch.zeros(b, 3, dtype=betas.dtype), pose2rot=False)
         return out.vertices, out.joints

@@ -1,0 +1,199 @@
+"""Meta-learned test-time optimisation on `mt.MetaTuner`: a keypoint regressor as the initialisation,
+per-parameter step sizes and prior variances learned by simulating the fit during training; the fit's
+steps are scaled by each parameter's (Laplace) variance and converged parameters are frozen."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+import metatune as mt
+from hmr.body_model import BodyModel
+from hmr.joint_uncertainty import joint_std_mm, root_relative_joints
+from hmr.metrics import calibration_scale
+from hmr.objective import FitProblem, FitWeights, fit_loss
+from hmr.regressor import KeypointRegressor
+from hmr.synthetic import People, SyntheticConfig, make_people, people_problem
+
+from torch import nn
+
+Task = tuple[FitProblem, Tensor]  # keypoint problem, true root-relative joints [B, 24, 3] (train only)
+
+
+@dataclass
+class MetaFitConfig:
+    inner_steps: int = 10
+    inner_lr: float = 0.1          # initial step size of every parameter (learned per parameter)
+    prior_std: float = 1.0         # initial prior std of every parameter (learned per parameter)
+    freeze_ratio: float = 0.02     # freeze a parameter once its std < ratio * prior std
+    probes: int = 2                # Hutchinson probes per step for the curvature
+    outer_lr: float = 1e-3
+    people_per_task: int = 32
+    meta_batch: int = 1
+    pretrain_steps: int = 400      # supervised steps for the regressor before meta-training
+    pretrain_lr: float = 3e-3
+    meta_steps: int = 150
+    train_pool: int = 4096
+    hidden: int = 256
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    params: Tensor        # [B, 85]
+    param_std: Tensor     # [B, 85] per-parameter posterior std
+    joint_std_mm: Tensor  # [B, 24] calibrated per-axis std of each root-relative joint
+    frozen: Tensor        # [B, 85] parameters frozen during the fit
+    losses: list[float]   # summed objective before each step and after the last
+    steps: int
+
+
+def curvature_scale(body: BodyModel, prob: FitProblem, start: Tensor,  # [B, 85]
+                    weights: FitWeights) -> Tensor:  # [85]
+    """sqrt of the mean |Hessian diagonal| of the objective per parameter: the units the fit runs in."""
+    x = start.detach().requires_grad_()
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(fit_loss(body, x, prob, weights).sum(), x, create_graph=True)
+        diag = torch.stack([torch.autograd.grad(g[:, i].sum(), x, retain_graph=True)[0][:, i]
+                            for i in range(x.shape[1])], 1)
+    return diag.abs().mean(0).clamp_min(1e-3).sqrt().detach()
+
+
+class _ScaledInit(nn.Module):
+    """The regressor's start in the fit's units: u = x * scale (a fixed diagonal preconditioner)."""
+
+    def __init__(self, regressor: KeypointRegressor, scale: Tensor) -> None:
+        super().__init__()
+        self.regressor = regressor
+        self.register_buffer("scale", scale)
+
+    def forward(self, task) -> Tensor:  # [B, 85]
+        return self.regressor(task) * self.scale
+
+
+class MetaFitter:
+    """Train / adapt / evaluate the meta-learned fit for SMPL-layout bodies and BODY_25 keypoints."""
+
+    def __init__(self, body: BodyModel, config: MetaFitConfig | None = None, weights: FitWeights | None = None,
+                 data: SyntheticConfig | None = None, log_path: str | Path | None = None) -> None:
+        self.body, self.cfg = body, config or MetaFitConfig()
+        self.weights, self.data = weights or FitWeights(), data or SyntheticConfig()
+        torch.manual_seed(self.cfg.seed)
+        self.regressor = KeypointRegressor(body, hidden=self.cfg.hidden)
+        # Run the fit in units where the objective's curvature is about 1 for every parameter, so one
+        # initial step size suits orientation, pose, shape and translation alike.
+        ref = make_people(body, 32, seed=2000 + self.cfg.seed, cfg=self.data)
+        ref_prob = people_problem(body, ref)
+        self.init = _ScaledInit(self.regressor, curvature_scale(body, ref_prob, ref.params, self.weights))
+        meta = mt.MetaConfig(method="uncertainty", inner_steps=self.cfg.inner_steps, inner_lr=self.cfg.inner_lr,
+                             outer_lr=self.cfg.outer_lr, meta_batch=self.cfg.meta_batch, batch_dims=1,
+                             prior_std=self.cfg.prior_std, freeze_ratio=self.cfg.freeze_ratio,
+                             probes=self.cfg.probes, seed=self.cfg.seed)
+        self.tuner = mt.MetaTuner(self.init, self._inner_loss, self._outer_loss, self._sample_tasks,
+                                  config=meta, log_path=log_path)
+        self.calibration = 1.0
+        self._pool: People | None = None
+        self._gen = torch.Generator().manual_seed(self.cfg.seed + 7)
+
+    # -- losses and tasks --------------------------------------------------------------------------
+    @property
+    def scale(self) -> Tensor:  # [85]
+        return self.init.scale
+
+    def _inner_loss(self, u: Tensor, task) -> Tensor:
+        prob = task[0] if isinstance(task, tuple) else task
+        return fit_loss(self.body, u / self.scale, prob, self.weights).sum()
+
+    def _outer_loss(self, u: Tensor, task: Task) -> Tensor:
+        """Mean squared 3D error of the root-relative joints, in cm^2."""
+        err = root_relative_joints(self.body, u / self.scale) - task[1]
+        return 1e4 * err.pow(2).sum(-1).mean()
+
+    def task(self, people: People) -> Task:
+        with torch.no_grad():
+            gt = root_relative_joints(self.body, people.params)
+        return people_problem(self.body, people), gt
+
+    def _sample_tasks(self, n: int) -> list[Task]:
+        if self._pool is None:
+            self._pool = make_people(self.body, self.cfg.train_pool, seed=1000 + self.cfg.seed, cfg=self.data)
+        out = []
+        for _ in range(n):
+            idx = torch.randint(0, len(self._pool), (self.cfg.people_per_task,), generator=self._gen)
+            out.append(self.task(self._pool.subset(idx)))
+        return out
+
+    # -- training ----------------------------------------------------------------------------------
+    def pretrain(self, steps: int | None = None, progress: bool = True) -> list[float]:
+        """Supervised warm start of the regressor (the fit with zero steps)."""
+        steps = self.cfg.pretrain_steps if steps is None else steps
+        opt = torch.optim.Adam(self.regressor.parameters(), lr=self.cfg.pretrain_lr)
+        losses = []
+        for _ in tqdm(range(steps), desc="pretrain regressor", disable=not progress):
+            (task,) = self._sample_tasks(1)
+            loss = self._outer_loss(self.init(task), task)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        return losses
+
+    def train(self, steps: int | None = None, progress: bool = True) -> list[dict]:
+        """Meta-train initialisation, step sizes and prior variances by simulating the fit."""
+        return self.tuner.train(self.cfg.meta_steps if steps is None else steps, progress=progress)
+
+    def calibrate(self, people: People) -> float:
+        """Fit the one factor on joint std that makes 90% intervals cover 90% of training joints."""
+        self.calibration = 1.0
+        res = self.fit(people_problem(self.body, people))
+        err = 1000 * (root_relative_joints(self.body, res.params) - root_relative_joints(self.body, people.params))
+        self.calibration = calibration_scale(err.norm(dim=-1)[:, 1:], res.joint_std_mm[:, 1:])
+        return self.calibration
+
+    # -- inference ---------------------------------------------------------------------------------
+    def fit(self, prob: FitProblem, steps: int | None = None) -> FitResult:
+        """Fit B people from the regressor's start with the meta-learned, uncertainty-scaled steps."""
+        if prob.kp_xy.shape[1] != self.regressor.num_keypoints:
+            raise mt.MetatuneError(f"the meta-learned fit takes BODY_25 keypoints ({self.regressor.num_keypoints}), "
+                                   f"got {prob.kp_xy.shape[1]} per person")
+        k = self.cfg.inner_steps if steps is None else steps
+        res = self.tuner.adapt(prob, steps=k)
+        params, std = res.params / self.scale, res.std / self.scale
+        jstd = joint_std_mm(self.body, params, std) * self.calibration
+        return FitResult(params=params, param_std=std, joint_std_mm=jstd.detach(),
+                         frozen=res.frozen[0].detach(), losses=res.losses, steps=k)
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Checkpoint (MetaTuner's) plus a JSON sidecar with the configuration and calibration."""
+        path = Path(path)
+        self.tuner.save(path)
+        meta = {"config": asdict(self.cfg), "weights": asdict(self.weights), "calibration": self.calibration}
+        tmp = path.with_name(path.name + f".json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(sidecar(path))
+
+    @classmethod
+    def load(cls, body: BodyModel, path: str | Path) -> "MetaFitter":
+        path = Path(path)
+        if not path.is_file() or not sidecar(path).is_file():
+            raise mt.MetatuneError(f"checkpoint not found: {path} (with {sidecar(path).name})")
+        try:
+            meta = json.loads(sidecar(path).read_text())
+            cfg = MetaFitConfig(**{f.name: meta["config"][f.name] for f in fields(MetaFitConfig) if f.name in meta["config"]})
+            weights = FitWeights(**meta["weights"])
+        except (KeyError, TypeError, json.JSONDecodeError) as err:
+            raise mt.MetatuneError(f"checkpoint sidecar {sidecar(path)} is malformed: {err}") from None
+        fitter = cls(body, cfg, weights)
+        fitter.tuner.load(path)
+        fitter.calibration = float(meta["calibration"])
+        return fitter
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
