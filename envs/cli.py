@@ -1,24 +1,116 @@
-"""The `metatune robot` subcommand (not built yet: every verb says so and exits non-zero)."""
+"""The `metatune robot` subcommand: train | adapt | evaluate controllers, and the robot part of the demo."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
+from envs.meta_tuning import RobotMetaConfig
+from envs.problems import PROBLEMS, make_problem
+from envs.tasks import RobotTask
 from metatune.errors import MetatuneError
 
-VERBS = "train,adapt,evaluate".split(",")
+VERBS = ("train", "adapt", "evaluate")
 
 
-def _not_built(args: argparse.Namespace) -> int:
-    raise MetatuneError(f"'metatune robot {args.verb}' is not built yet")
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise MetatuneError(f"--param takes key=value, got {item!r}")
+        try:
+            parts = [float(v) for v in value.split(",")]
+        except ValueError as err:
+            raise MetatuneError(f"--param {key}: {value!r} is not a number (or comma-separated numbers)") from err
+        out[key] = tuple(parts) if len(parts) > 1 else parts[0]
+    return out
+
+
+def _robots(args: argparse.Namespace, problem) -> list[RobotTask]:
+    if args.robots < 1:
+        raise MetatuneError(f"--robots must be >= 1, got {args.robots}")
+    tasks = problem.sample_tasks(args.robots, seed=args.seed)
+    if args.param:
+        from envs.catalog import make
+
+        params = _parse_params(args.param)
+        make(problem.distribution.robot, **params)  # names the unknown parameter, if any
+        tasks = [RobotTask(t.robot, {**t.params, **params}, t.gust, t.gust_hz, t.phase, t.seed) for t in tasks]
+    return tasks
+
+
+def _train(args: argparse.Namespace) -> int:
+    from envs.workflows import train
+
+    cfg = RobotMetaConfig(method=args.method, init=args.init, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
+                          outer_lr=args.outer_lr, robots_per_task=args.robots_per_task, seed=args.seed)
+    if cfg.method not in ("metasgd", "fomaml"):
+        raise MetatuneError(f"--method {cfg.method!r}: adjoint rollouts support first-order 'metasgd' or 'fomaml'")
+    print(json.dumps(train(args.task, args.out, args.steps, cfg, args.horizon, args.dt), indent=2))
+    return 0
+
+
+def _adapt_or_evaluate(args: argparse.Namespace) -> int:
+    from envs.workflows import adapt, evaluate, load_tuner
+
+    if args.checkpoint is not None:
+        problem, tuner = load_tuner(args.checkpoint)
+        if args.task is not None and args.task != problem.name:
+            raise MetatuneError(f"checkpoint {args.checkpoint} was trained for {problem.name!r}, not {args.task!r}")
+    else:
+        if args.task is None:
+            raise MetatuneError("give --task (and --checkpoint for the meta-tuned start)")
+        problem, tuner = make_problem(args.task), None
+    if args.steps < 0:
+        raise MetatuneError(f"--steps must be >= 0, got {args.steps}")
+    tasks = _robots(args, problem)
+    if args.verb == "adapt":
+        result = adapt(problem, tuner, tasks, args.steps, args.out, args.backend)
+        keys = [k for k in ("untuned", "meta-tuned") if k in result]
+        print(json.dumps({k: {"rmse_start": result[k]["rmse_start"], "rmse_adapted": result[k]["rmse_adapted"]}
+                          for k in keys}, indent=2))
+    else:
+        result = evaluate(problem, tuner, tasks, args.steps, args.backend, args.out)
+        print(json.dumps(result["summary"], indent=2))
+    print(f"wrote {args.out}/tracking.png, adaptation.png, metrics.json")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("robot", help="robot domain (not built yet)")
+    parser = sub.add_parser("robot", help="meta-tune robot controllers (quadrotor, pendulum, cart-pole)")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    for verb in VERBS:
-        verbs.add_parser(verb).set_defaults(func=_not_built)
+    tr = verbs.add_parser("train", help="meta-train a controller on robots sampled from a task distribution")
+    tr.add_argument("--task", choices=sorted(PROBLEMS), default="quadrotor")
+    tr.add_argument("--out", type=Path, default=Path("runs/robot/tuner.pt"), help="checkpoint (+ .json, .jsonl, .png)")
+    tr.add_argument("--steps", type=int, default=20, help="meta-training steps")
+    tr.add_argument("--method", default="metasgd", help="metasgd (learned step sizes) or fomaml")
+    tr.add_argument("--init", choices=("shared", "neural"), default="shared",
+                    help="one meta-learned gain set, or a neural policy from task features to gains")
+    tr.add_argument("--inner-steps", type=int, default=2)
+    tr.add_argument("--inner-lr", type=float, default=0.05)
+    tr.add_argument("--outer-lr", type=float, default=0.05)
+    tr.add_argument("--robots-per-task", type=int, default=4)
+    tr.add_argument("--horizon", type=int, default=None)
+    tr.add_argument("--dt", type=float, default=None)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.set_defaults(func=_train)
+    for verb, text in (("adapt", "adapt to unseen robots in a few adjoint steps; plot and JSON"),
+                       ("evaluate", "tracking RMSE over unseen robots, untuned vs meta-tuned")):
+        p = verbs.add_parser(verb, help=text)
+        p.add_argument("--task", choices=sorted(PROBLEMS), default=None)
+        p.add_argument("--checkpoint", type=Path, default=None, help="from 'metatune robot train'")
+        p.add_argument("--robots", type=int, default=1 if verb == "adapt" else 8)
+        p.add_argument("--seed", type=int, default=12345, help="names the unseen robots")
+        p.add_argument("--param", action="append", default=[], help="override a physical parameter, key=value")
+        p.add_argument("--steps", type=int, default=3, help="adaptation steps")
+        p.add_argument("--backend", choices=("torch", "mujoco"), default="torch")
+        p.add_argument("--out", type=Path, default=Path(f"runs/robot/{verb}"))
+        p.set_defaults(func=_adapt_or_evaluate)
 
 
 def demo(out_dir: Path) -> dict:
-    return {"status": "not built yet"}
+    from envs.demo import run_demo
+
+    return run_demo(Path(out_dir))

@@ -73,13 +73,16 @@ class Quadrotor:
         """World-frame aerodynamic force drag * (wind - v) [..., 3]."""
         return self._p("drag", x)[..., None] * (self._p("wind", x) - x[..., 7:10])
 
-    def step(self, x: Tensor, u: Tensor) -> Tensor:
-        """One MuJoCo-Euler step: x [..., 13], u [..., 4] -> x_next [..., 13]."""
+    def step(self, x: Tensor, u: Tensor, aero: Tensor | None = None) -> Tensor:
+        """One MuJoCo-Euler step: x [..., 13], u [..., 4] -> x_next [..., 13].
+
+        aero [..., 3]: the world-frame aerodynamic force, if not `aero_force(x)` (e.g. under gusts).
+        """
         pos, quat, vel, omega = x[..., :3], x[..., 3:7], x[..., 7:10], x[..., 10:13]
         rot = quat_to_matrix(quat)
         thrust, torque = self.wrench(u)
         m = self.total_mass(x)
-        force = rot[..., :, 2] * thrust[..., None] + self.aero_force(x)
+        force = rot[..., :, 2] * thrust[..., None] + (self.aero_force(x) if aero is None else aero)
         acc = force / m[..., None]
         acc = acc - torch.tensor([0.0, 0.0, self.gravity], dtype=x.dtype, device=x.device)
         inertia = self.inertia(x)

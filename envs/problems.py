@@ -1,0 +1,26 @@
+"""The controller-tuning problems by name (what `metatune robot --task` and the scripts choose from)."""
+from __future__ import annotations
+
+from envs.cartpole_balance import CartpoleBalance
+from envs.pendulum_swingup import PendulumSwingUp
+from envs.quadrotor_tracking import QuadrotorTracking
+from envs.tuning_problem import TuningProblem
+from metatune.errors import MetatuneError
+
+PROBLEMS = {"quadrotor": QuadrotorTracking, "pendulum": PendulumSwingUp, "cartpole": CartpoleBalance}
+
+
+def make_problem(name: str, horizon: int | None = None, dt: float | None = None) -> TuningProblem:
+    """A tuning problem with its default horizon and time step unless given."""
+    if name not in PROBLEMS:
+        raise MetatuneError(f"unknown tuning task {name!r}; choose from {sorted(PROBLEMS)}")
+    kwargs = {}
+    if horizon is not None:
+        if horizon < 1:
+            raise MetatuneError(f"horizon must be >= 1, got {horizon}")
+        kwargs["horizon"] = horizon
+    if dt is not None:
+        if not 0 < dt <= 0.1:
+            raise MetatuneError(f"dt must be in (0, 0.1] seconds, got {dt}")
+        kwargs["dt"] = dt
+    return PROBLEMS[name](**kwargs)

@@ -1,0 +1,103 @@
+"""What every controller-tuning problem provides to meta-tuning, the CLI, scripts and benchmarks.
+
+A problem works on a batch of B robots at once (one rollout simulates them all); controller
+parameters carry that batch as their leading dimension ([B, ...]), one controller per robot.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+import metatune as mt
+from envs.tasks import RobotTask, TaskDistribution
+
+
+@dataclass
+class Trajectory:
+    """A simulated closed loop: time [T+1, B], states [T+1, B, nx], reference and tracked [T+1, B, r]."""
+
+    time: Tensor
+    states: Tensor
+    reference: Tensor
+    tracked: Tensor
+    labels: tuple[str, ...]
+
+    def rmse(self) -> Tensor:
+        """Root mean square tracking error of each robot [B]."""
+        return ((self.tracked - self.reference) ** 2).sum(-1).mean(0).sqrt()
+
+
+class TuningProblem(ABC):
+    """A robot family, a controller with tunable parameters, a reference and a cost."""
+
+    name: str
+    horizon: int
+    distribution: TaskDistribution
+    dtype: torch.dtype
+    grad: str = "adjoint"
+
+    @abstractmethod
+    def init_params(self) -> Tensor:
+        """The untuned (hand-set or nominal-model) controller parameters of one robot [...]."""
+
+    @abstractmethod
+    def closed_loop(self, tasks: list[RobotTask]) -> tuple:
+        """(step, x0 [B, nx], policy, cost) for metatune.rollout on these robots."""
+
+    @abstractmethod
+    def trajectory(self, states: Tensor) -> Trajectory:
+        """Reference vs tracked quantities of a rollout's states [T+1, B, nx]."""
+
+    @abstractmethod
+    def features(self, task: RobotTask) -> Tensor:
+        """Task features [F] (what a neural gain policy sees)."""
+
+    def batch_params(self, n: int) -> Tensor:
+        """init_params repeated for n robots [n, ...]."""
+        p = self.init_params()
+        return p.expand(n, *p.shape).clone()
+
+    def robot_losses(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> Tensor:
+        """Mean per-step cost of each robot's closed loop [B] (differentiable in params [B, ...])."""
+        step, x0, policy, cost = self.closed_loop(tasks)
+        out = mt.rollout(step, x0, policy, params, self.horizon, grad=grad or self.grad, cost=cost)
+        return out.cost / self.horizon
+
+    def loss(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> Tensor:
+        """Sum over robots of their mean cost: each robot's gradient is its own (scalar)."""
+        return self.robot_losses(params, tasks, grad).sum()
+
+    def simulate(self, params: Tensor, tasks: list[RobotTask]) -> Trajectory:
+        """The closed loops on the torch dynamics, without gradients."""
+        step, x0, policy, _ = self.closed_loop(tasks)
+        with torch.no_grad():
+            out = mt.rollout(step, x0, policy, params.detach(), self.horizon, grad="autograd")
+        return self.trajectory(out.states)
+
+    def mjcf(self, task: RobotTask) -> str:
+        """The task's robot as MJCF (for simulating the closed loop in MuJoCo)."""
+        raise NotImplementedError
+
+    def simulate_mujoco(self, params: Tensor, tasks: list[RobotTask]) -> Trajectory:
+        """The same closed loops with MuJoCo as the physics (each robot's own MJCF), without gradients."""
+        from envs.mujoco_dynamics import MujocoDynamics
+
+        runs = []
+        for i, task in enumerate(tasks):
+            dyn = MujocoDynamics(self.mjcf(task))
+            _, x0, policy, _ = self.closed_loop([task])
+            with torch.no_grad():
+                out = mt.rollout(dyn.step, x0, policy, params[i:i + 1].detach(), self.horizon, grad="autograd")
+            runs.append(out.states[:, 0])
+        return self.trajectory(torch.stack(runs, 1))
+
+    def sample_tasks(self, n: int, seed: int) -> list[RobotTask]:
+        """n robots from the task distribution; the seed names the set."""
+        return self.distribution.sample(n, torch.Generator().manual_seed(seed))
+
+    def task_features(self, tasks: list[RobotTask]) -> Tensor:
+        """Features of a batch of robots [B, F]."""
+        return torch.stack([self.features(t) for t in tasks])
