@@ -168,7 +168,7 @@ class BodyModel(nn.Module):
                 ) -> tuple[Tensor, Tensor]:  # vertices [B, V, 3], joints [B, 45, 3]
         """Full smplx forward (all vertices) without translation."""
         b = betas.shape[0]
-        rots = batch_rodrigues(body_pose.reshape(-1, 3)).view(b, -1)
-        out = self.smpl(betas=betas, global_orient=global_rot.reshape(b, 9), body_pose=rots,
+        rots = batch_rodrigues(body_pose.reshape(-1, 3)).view(b, -1, 3, 3)
+        out = self.smpl(betas=betas, global_orient=global_rot[:, None], body_pose=rots,
                         transl=torch.zeros(b, 3, dtype=betas.dtype), pose2rot=False)
         return out.vertices, out.joints

@@ -16,7 +16,7 @@ import metatune as mt
 from hmr.body_model import BodyModel
 from hmr.joint_uncertainty import joint_std_mm, root_relative_joints
 from hmr.metrics import calibration_scale
-from hmr.objective import FitProblem, FitWeights, fit_loss
+from hmr.objective import FitProblem, FitWeights, fit_loss, hessian_diagonal
 from hmr.regressor import KeypointRegressor
 from hmr.synthetic import People, SyntheticConfig, make_people, people_problem
 
@@ -56,12 +56,7 @@ class FitResult:
 def curvature_scale(body: BodyModel, prob: FitProblem, start: Tensor,  # [B, 85]
                     weights: FitWeights) -> Tensor:  # [85]
     """sqrt of the mean |Hessian diagonal| of the objective per parameter: the units the fit runs in."""
-    x = start.detach().requires_grad_()
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(fit_loss(body, x, prob, weights).sum(), x, create_graph=True)
-        diag = torch.stack([torch.autograd.grad(g[:, i].sum(), x, retain_graph=True)[0][:, i]
-                            for i in range(x.shape[1])], 1)
-    return diag.abs().mean(0).clamp_min(1e-3).sqrt().detach()
+    return hessian_diagonal(body, start, prob, weights).abs().mean(0).clamp_min(1e-3).sqrt()
 
 
 class _ScaledInit(nn.Module):

@@ -113,3 +113,19 @@ def fit_loss(body: BodyModel, params: Tensor,  # [B, 85]
              prob: FitProblem, w: FitWeights) -> Tensor:  # [B]
     """Per-person objective: the sum of the terms."""
     return sum(fit_loss_terms(body, params, prob, w).values())
+
+
+def hessian_diagonal(body: BodyModel, params: Tensor,  # [B, 85]
+                     prob: FitProblem, w: FitWeights) -> Tensor:  # [B, 85]
+    """Exact diagonal of each person's Hessian of the objective (85 Hessian-vector products)."""
+    x = params.detach().requires_grad_()
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(fit_loss(body, x, prob, w).sum(), x, create_graph=True)
+        cols = [torch.autograd.grad(g[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(x.shape[1])]
+    return torch.stack(cols, 1).detach()
+
+
+def laplace_std(body: BodyModel, params: Tensor,  # [B, 85]
+                prob: FitProblem, w: FitWeights) -> Tensor:  # [B, 85]
+    """Per-parameter std of the diagonal Laplace approximation at a fit (curvature floored at 1e-6)."""
+    return hessian_diagonal(body, params, prob, w).clamp_min(1e-6).rsqrt()

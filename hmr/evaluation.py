@@ -1,0 +1,111 @@
+"""Held-out evaluation: the meta-learned fit against the SMPLify-style baseline, side by side."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import matplotlib
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from hmr.body_model import BodyModel  # noqa: E402
+from hmr.joint_uncertainty import joint_std_mm, root_relative_joints  # noqa: E402
+from hmr.meta_fit import MetaFitter  # noqa: E402
+from hmr.metrics import coverage, mpjpe, pa_mpjpe, pve, spearman  # noqa: E402
+from hmr.objective import global_rotation, laplace_std, unpack  # noqa: E402
+from hmr.smplify import SmplifyConfig, smplify  # noqa: E402
+from hmr.synthetic import People, make_split, mean_start, people_problem  # noqa: E402
+
+
+def _untranslated(body: BodyModel, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    o, p, b, _ = unpack(params)
+    return body(b, global_rotation(o), p)
+
+
+def _mesh_metrics(body: BodyModel, params: torch.Tensor, people: People) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        pv, pj = _untranslated(body, params)
+        gv, gj = _untranslated(body, people.params)
+    return {"mpjpe_mm": mpjpe(pj[:, :24], gj[:, :24]), "pa_mpjpe_mm": pa_mpjpe(pj[:, :24], gj[:, :24]),
+            "pve_mm": pve(pv, gv, pj[:, 0], gj[:, 0])}
+
+
+def _uncertainty_metrics(body: BodyModel, params: torch.Tensor, jstd: torch.Tensor, people: People) -> dict:
+    err = 1000 * (root_relative_joints(body, params) - root_relative_joints(body, people.params)).norm(dim=-1)
+    err, jstd = err[:, 1:].detach(), jstd[:, 1:]            # the root joint is exact by construction
+    return {"spearman": spearman(jstd, err), "coverage90": coverage(err, jstd)}, err, jstd
+
+
+def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: int = 64,
+                  smplify_cfg: SmplifyConfig | None = None) -> dict:
+    """Metrics (mm), iterations and seconds per person for: regressor only, meta-learned fit, SMPLify."""
+    smplify_cfg = smplify_cfg or SmplifyConfig()
+    out: dict[str, dict] = {}
+    scatter = {}
+    for name in ("regressor_only", "meta_fit", "smplify"):
+        params, jstd, seconds = [], [], 0.0
+        for s in range(0, len(people), batch):
+            part = people.subset(slice(s, s + batch))
+            prob = people_problem(body, part)
+            t0 = time.perf_counter()
+            if name == "smplify":
+                x = smplify(body, prob, fitter.weights, smplify_cfg).detach()
+                std = joint_std_mm(body, x, laplace_std(body, x, prob, fitter.weights))
+            else:
+                res = fitter.fit(prob, steps=0 if name == "regressor_only" else None)
+                x, std = res.params, res.joint_std_mm
+            seconds += time.perf_counter() - t0
+            params.append(x)
+            jstd.append(std)
+        x, std = torch.cat(params), torch.cat(jstd)
+        m = {k: float(v.mean()) for k, v in _mesh_metrics(body, x, people).items()}
+        unc, err, std_flat = _uncertainty_metrics(body, x, std, people)
+        m.update(unc)
+        m["iterations"] = {"regressor_only": 0, "meta_fit": fitter.cfg.inner_steps,
+                           "smplify": smplify_cfg.camera_steps + smplify_cfg.body_steps}[name]
+        m["ms_per_person"] = 1000 * seconds / len(people)
+        out[name] = m
+        scatter[name] = (std_flat.flatten(), err.flatten())
+    with torch.no_grad():
+        start = mean_start(body, people_problem(body, people))
+    out["mean_start"] = {k: float(v.mean()) for k, v in _mesh_metrics(body, start, people).items()}
+    out["ratios"] = {"pa_mpjpe_meta_over_smplify": out["meta_fit"]["pa_mpjpe_mm"] / out["smplify"]["pa_mpjpe_mm"],
+                     "iterations_smplify_over_meta": out["smplify"]["iterations"] / max(out["meta_fit"]["iterations"], 1)}
+    out["_scatter"] = scatter
+    return out
+
+
+def evaluate_methods(checkpoint: str | Path, people: int = 64, model: str | Path | None = None,
+                     smplify_cfg: SmplifyConfig | None = None) -> dict:
+    body = BodyModel.load(model)
+    fitter = MetaFitter.load(body, checkpoint)
+    res = evaluate_fits(body, fitter, make_split(body, "heldout", people, fitter.data), smplify_cfg=smplify_cfg)
+    scatter = res.pop("_scatter")
+    return {"summary": res, "scatter": scatter, "people": people, "checkpoint": str(checkpoint)}
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    """metrics.json and uncertainty.png (predicted std against actual error per joint)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, name in zip(axes, ("meta_fit", "smplify")):
+        std, err = report["scatter"][name]
+        ax.scatter(std.numpy(), err.numpy(), s=3, alpha=0.4)
+        lim = float(max(std.max(), err.max() / 2.5))
+        ax.plot([0, lim], [0, 2.5 * lim], "r--", label="90% interval edge")
+        s = report["summary"][name]
+        ax.set(title=f"{name}: Spearman {s['spearman']:.2f}, coverage {s['coverage90']:.2f}",
+               xlabel="predicted per-axis std (mm)", ylabel="actual joint error (mm)")
+        ax.legend()
+    fig.tight_layout()
+    tmp = out_dir / f".uncertainty.{os.getpid()}.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(out_dir / "uncertainty.png")
+    tmp = out_dir / f".metrics.{os.getpid()}.json"
+    tmp.write_text(json.dumps({k: v for k, v in report.items() if k != "scatter"}, indent=2))
+    tmp.replace(out_dir / "metrics.json")
