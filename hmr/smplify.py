@@ -17,7 +17,7 @@ from hmr.synthetic import mean_start
 class SmplifyConfig:
     camera_steps: int = 100
     body_steps: int = 100
-    lr: float = 0.02
+    lr: float = 0.05
 
 
 def _torso_only(prob: FitProblem) -> FitProblem:
