@@ -51,28 +51,34 @@ def inner_adapt(
     estimate; each step is scaled by posterior / prior variance (a diagonal Newton-like damping), and
     a parameter whose std falls below `freeze_ratio` times its prior std is frozen from then on.
     """
+    with torch.enable_grad():  # adaptation needs gradients even when the caller is under no_grad
+        return _inner_adapt(loss_fn, start, steps, lrs, create_graph, prior_var, freeze_ratio, probes,
+                            curvature_decay)
+
+
+def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int, lrs: Params, create_graph: bool,
+                 prior_var: Params | None, freeze_ratio: float, probes: int, curvature_decay: float) -> Adapted:
     x = tuple(t if t.requires_grad else t.detach().requires_grad_() for t in start)
     uncertain = prior_var is not None
     curv = ema = tuple(torch.zeros_like(t.detach()) for t in x)
     frozen = tuple(torch.zeros_like(t, dtype=torch.bool) for t in x)
     losses: list[float] = []
     for k in range(steps + 1):
-        with torch.enable_grad():
-            loss = loss_fn(x)
-            if loss.numel() != 1:
-                raise MetatuneError(f"inner loss must be a scalar, got shape {tuple(loss.shape)}")
-            if not bool(torch.isfinite(loss)):
-                raise MetatuneError(f"inner loss is not finite at adaptation step {k}; lower the step size")
-            losses.append(float(loss.detach()))
-            if k == steps:
-                break
-            need_graph = create_graph or uncertain
-            g = torch.autograd.grad(loss, x, create_graph=need_graph, allow_unused=True)
-            g = tuple(torch.zeros_like(t) if gi is None else gi for t, gi in zip(x, g))
-            if uncertain:
-                d = _hutchinson_diag(g, x, probes)
-                ema = tuple(curvature_decay * c + (1 - curvature_decay) * di.clamp_min(0) for c, di in zip(ema, d))
-                curv = tuple(e / (1 - curvature_decay ** (k + 1)) for e in ema)  # bias-corrected running mean
+        loss = loss_fn(x)
+        if loss.numel() != 1:
+            raise MetatuneError(f"inner loss must be a scalar, got shape {tuple(loss.shape)}")
+        if not bool(torch.isfinite(loss)):
+            raise MetatuneError(f"inner loss is not finite at adaptation step {k}; lower the step size")
+        losses.append(float(loss.detach()))
+        if k == steps:
+            break
+        need_graph = create_graph or uncertain
+        g = torch.autograd.grad(loss, x, create_graph=need_graph, allow_unused=True)
+        g = tuple(torch.zeros_like(t) if gi is None else gi for t, gi in zip(x, g))
+        if uncertain:
+            d = _hutchinson_diag(g, x, probes)
+            ema = tuple(curvature_decay * c + (1 - curvature_decay) * di.clamp_min(0) for c, di in zip(ema, d))
+            curv = tuple(e / (1 - curvature_decay ** (k + 1)) for e in ema)  # bias-corrected running mean
         if not create_graph:
             g = tuple(gi.detach() for gi in g)
         if uncertain:
