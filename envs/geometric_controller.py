@@ -16,7 +16,7 @@ from envs.quadrotor import Quadrotor
 from envs.rotation import quat_to_matrix, vee
 
 GAIN_NAMES = ("kx", "kv", "kR", "kW", "L")
-HAND_SET = (4.0, 4.0, 100.0, 20.0, 5.0)  # critically damped at 2 rad/s (position), 10 rad/s (attitude)
+HAND_SET = (9.0, 6.0, 400.0, 40.0, 5.0)  # critically damped at 3 rad/s (position), 20 rad/s (attitude)
 
 
 def default_log_gains(knots: int = 1, observer: bool = True, dtype: torch.dtype = torch.float64) -> Tensor:

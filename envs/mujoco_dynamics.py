@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mujoco
+from envs.mujoco_import import mujoco
 import numpy as np
 import torch
 from torch import Tensor

@@ -1,7 +1,7 @@
 """Quadrotor figure-eight tracking under wind gusts: the geometric controller + disturbance observer."""
 from __future__ import annotations
 
-import mujoco
+from envs.mujoco_import import mujoco
 import numpy as np
 import torch
 from torch import Tensor

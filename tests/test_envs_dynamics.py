@@ -1,5 +1,5 @@
 """Torch robot dynamics against MuJoCo simulating the MJCF each robot writes of itself."""
-import mujoco
+from envs.mujoco_import import mujoco
 import numpy as np
 import pytest
 import torch
