@@ -1,0 +1,93 @@
+"""`metatune hmr ...` end to end on a generated person, and clear errors (exit 2, nothing half-written)."""
+import json
+
+import cv2
+import pytest
+import torch
+
+from hmr.body_model import BodyModel
+from hmr.demo import person_image
+from hmr.keypoints import BODY25_TO_SMPLX, body25_json
+from hmr.objective import posed_joints
+from hmr.synthetic import SyntheticConfig, make_people
+from metatune.cli import main
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hmr_cli")
+    body = BodyModel.load()
+    person = make_people(body, 1, seed=11, cfg=SyntheticConfig(min_width=160, max_width=200, missing=0,
+                                                              outliers=0))
+    w, h, f = int(person.width[0]), int(person.height[0]), float(person.focal[0])
+    cv2.imwrite(str(d / "person.png"), person_image(body, person.params, w, h, f)[..., ::-1])
+    (d / "kp.json").write_text(json.dumps(body25_json(person.kp_xy, person.kp_conf)))
+    return d, person, body
+
+
+def test_infer_writes_meshes_overlay_and_result(scene, tmp_path):
+    d, person, body = scene
+    out = tmp_path / "fit"
+    assert main(["hmr", "infer", str(d / "person.png"), "--keypoints", str(d / "kp.json"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["overlay.png", "person_0.obj", "result.json"]
+    obj = (out / "person_0.obj").read_text().splitlines()
+    assert sum(line.startswith("v ") for line in obj) == 6890
+    res = json.loads((out / "result.json").read_text())
+    p0 = res["people"][0]
+    assert len(p0["joint_std_mm"]) == 24 and len(p0["body_pose"]) == 69 and len(p0["betas"]) == 10
+    assert res["camera"]["width"] == int(person.width[0])
+    # the fitted joints reproject onto the keypoints (2 px noise, no outliers here)
+    j = torch.tensor(p0["joints3d"])
+    uv = res["camera"]["focal"] * j[:, :2] / j[:, 2:] + torch.tensor(res["camera"]["centre"])
+    kp = person.kp_xy[0, [BODY25_TO_SMPLX.index(i) for i in (12, 16, 17, 1, 2)]]
+    assert (uv[[12, 16, 17, 1, 2]] - kp).norm(dim=-1).median() < 0.05 * res["camera"]["height"]
+    overlay = cv2.imread(str(out / "overlay.png"))
+    assert overlay.shape[:2] == (int(person.height[0]), int(person.width[0]))
+    assert (overlay != cv2.imread(str(d / "person.png"))).any()     # the mesh is drawn
+
+
+def test_train_evaluate_and_infer_with_a_checkpoint(scene, tmp_path):
+    d, _, _ = scene
+    ckpt = tmp_path / "meta.pt"
+    assert main(["hmr", "train", "--out", str(ckpt), "--pretrain-steps", "5", "--meta-steps", "1",
+                 "--inner-steps", "2", "--people", "4", "--calibration-people", "4"]) == 0
+    assert ckpt.is_file() and (tmp_path / "meta.pt.json").is_file() and (tmp_path / "meta.pt.png").is_file()
+    assert main(["hmr", "evaluate", "--checkpoint", str(ckpt), "--people", "3", "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["summary"]
+    assert metrics["meta_fit"]["iterations"] == 2 and metrics["smplify"]["iterations"] == 200
+    assert main(["hmr", "adapt", "--keypoints", str(d / "kp.json"), "--width", "200", "--height", "300",
+                 "--checkpoint", str(ckpt), "--out", str(tmp_path / "a.json")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["method"] == "meta"
+
+
+def _expect_error(capsys, argv, match, out):
+    assert main(argv) == 2
+    assert match in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bad_inputs_fail_clearly_without_output(scene, tmp_path, capsys):
+    d, person, _ = scene
+    out = tmp_path / "never"
+    img, kp = str(d / "person.png"), str(d / "kp.json")
+    _expect_error(capsys, ["hmr", "infer", str(d / "nope.png"), "--keypoints", kp, "--out", str(out)],
+                  "image not found", out)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    _expect_error(capsys, ["hmr", "infer", str(tmp_path / "bad.png"), "--keypoints", kp, "--out", str(out)],
+                  "cannot read image", out)
+    (tmp_path / "bad.json").write_text("{")
+    _expect_error(capsys, ["hmr", "infer", img, "--keypoints", str(tmp_path / "bad.json"), "--out", str(out)],
+                  "not valid JSON", out)
+    far = person.kp_xy.clone()
+    far[0, 3] = torch.tensor([5000.0, 10.0])
+    (tmp_path / "far.json").write_text(json.dumps(body25_json(far, person.kp_conf)))
+    _expect_error(capsys, ["hmr", "infer", img, "--keypoints", str(tmp_path / "far.json"), "--out", str(out)],
+                  "outside the", out)
+    (tmp_path / "weak.json").write_text(json.dumps(body25_json(person.kp_xy, person.kp_conf * 0.05)))
+    _expect_error(capsys, ["hmr", "infer", img, "--keypoints", str(tmp_path / "weak.json"), "--out", str(out)],
+                  "no person has at least", out)
+    (tmp_path / "model.pkl").write_bytes(b"garbage")
+    _expect_error(capsys, ["hmr", "infer", img, "--keypoints", kp, "--model", str(tmp_path / "model.pkl"),
+                           "--out", str(out)], "cannot read body model", out)
+    _expect_error(capsys, ["hmr", "evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(out)],
+                  "checkpoint not found", out)
