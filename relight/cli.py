@@ -1,24 +1,144 @@
-"""The `metatune relight` subcommand (not built yet: every verb says so and exits non-zero)."""
+"""The `metatune relight` subcommand: generate, train, evaluate, adapt, render, export; and the demo."""
 from __future__ import annotations
 
 import argparse
+import json
+import time
 from pathlib import Path
 
-from metatune.errors import MetatuneError
+import torch
 
-VERBS = "train,adapt,evaluate,render".split(",")
+from metatune import MetatuneError
+
+VERBS = ("generate", "train", "evaluate", "adapt", "render", "export")
 
 
-def _not_built(args: argparse.Namespace) -> int:
-    raise MetatuneError(f"'metatune relight {args.verb}' is not built yet")
+def _generate(args: argparse.Namespace) -> int:
+    from relight.generate import generate_scene
+    generate_scene(args.out, args.preset, resolution=args.resolution, seed=args.seed)
+    print(f"wrote scene {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from relight.training import TrainConfig, train
+    cfg = TrainConfig(method=args.method, resolution=args.resolution, fit_steps=args.steps,
+                      meta_steps=args.meta_steps, seed=args.seed)
+    summary = train(args.scene, args.out, cfg)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from relight.evaluation import evaluate
+    res = evaluate(args.checkpoint, args.scene, args.out, args.images)
+    for f in res["per_frame"]:
+        print(f"{f['file_path']}: PSNR {f['psnr']:.2f} dB  SSIM {f['ssim']:.4f}")
+    print(f"mean over {res['frames']} test frames: PSNR {res['psnr']:.2f} dB  SSIM {res['ssim']:.4f}")
+    return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from relight.evaluation import _write_json, adapt
+    from relight.scene import save_image
+    res = adapt(args.checkpoint, args.scene, args.light_index, args.views, args.steps)
+    out: Path = args.out
+    for pred, f in zip(res.predictions, res.query):
+        save_image(out / Path(f.file_path).with_suffix(".png"), pred)
+    tmp = out / "light_params.pt.tmp"
+    torch.save({"light": list(res.query[0].light.position), "params": list(res.params)}, tmp)
+    tmp.replace(out / "light_params.pt")
+    report = {"light_index": args.light_index, "views": args.views, "inner_losses": res.losses,
+              "before": res.before, "after": res.after}
+    _write_json(out / "adapt.json", report)
+    print(f"query PSNR {res.before['psnr']:.2f} -> {res.after['psnr']:.2f} dB, "
+          f"SSIM {res.before['ssim']:.4f} -> {res.after['ssim']:.4f} after adapting on {args.views} view(s)")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from relight.light import Light
+    from relight.scene import save_image
+    from relight.training import load_checkpoint, unpack_cameras
+    cfg, module, state = load_checkpoint(args.checkpoint)
+    cams = unpack_cameras(state["cameras"])
+    if not 0 <= args.view < len(cams):
+        raise MetatuneError(f"view {args.view} out of range: the run has {len(cams)} training cameras")
+    light = Light(tuple(args.light), directional=args.directional)
+    cam = cams[args.view] if args.resolution is None else cams[args.view].resized(args.resolution, args.resolution)
+    with torch.no_grad():
+        if hasattr(module, "model"):
+            module.model.check_light(light)
+            img = module.model.render(cam, light, module())
+        else:
+            img = module.render(cam, light)
+    save_image(args.out, img.clamp(0, 1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from relight.ply import export_ply
+    from relight.training import load_checkpoint
+    cfg, module, _ = load_checkpoint(args.checkpoint)
+    if not hasattr(module, "model"):
+        raise MetatuneError(f"a '{cfg.method}' run has no Phong model to export")
+    export_ply(module.model, args.out)
+    print(f"wrote {args.out} ({len(module.model)} Gaussians)")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("relight", help="relight domain (not built yet)")
+    """Add `metatune relight <verb>`."""
+    parser = sub.add_parser("relight", help="meta-learned Gaussian-Phong relighting (OLAT scenes)")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    for verb in VERBS:
-        verbs.add_parser(verb).set_defaults(func=_not_built)
+    p = verbs.add_parser("generate", help="render an OLAT scene (MuJoCo or PyTorch3D)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--preset", default="glossy", help="glossy | matte (MuJoCo) | p3d (PyTorch3D)")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_generate)
+    p = verbs.add_parser("train", help="train on the train split of a scene (resumes from RUN/checkpoint.pt)")
+    p.add_argument("--scene", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=300, help="fitting steps (all methods)")
+    p.add_argument("--meta-steps", type=int, default=60, help="meta-learning steps (meta) or extra fitting steps")
+    p.add_argument("--method", default="meta", help="meta | joint | plain")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train)
+    p = verbs.add_parser("evaluate", help="PSNR/SSIM on the test split (unseen lights)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="run folder written by train")
+    p.add_argument("--scene", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="metrics JSON")
+    p.add_argument("--images", type=Path, default=None, help="save predictions under the frames' file names")
+    p.set_defaults(func=_evaluate)
+    p = verbs.add_parser("adapt", help="few-shot adaptation to one test light from k of its images")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--scene", type=Path, required=True)
+    p.add_argument("--light-index", type=int, default=0)
+    p.add_argument("--views", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="inner steps (default: the training's)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_adapt)
+    p = verbs.add_parser("render", help="render a training camera under a new light")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--light", type=float, nargs=3, required=True, metavar=("X", "Y", "Z"))
+    p.add_argument("--directional", action="store_true", help="light from direction X Y Z instead of a point")
+    p.add_argument("--view", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_render)
+    p = verbs.add_parser("export", help="write the Gaussians as a 3DGS .ply with Phong attributes")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_export)
 
 
 def demo(out_dir: Path) -> dict:
-    return {"status": "not built yet"}
+    """Generate a small glossy scene, train the meta-learned model and the plain baseline, evaluate, write images."""
+    from relight.demo import run_demo
+    t0 = time.perf_counter()
+    result = run_demo(Path(out_dir))
+    result["relight_seconds"] = round(time.perf_counter() - t0, 1)
+    return result

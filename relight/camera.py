@@ -1,0 +1,63 @@
+"""Pinhole cameras in the NeRF convention (camera-to-world, OpenGL axes: looking down -z, y up)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# OpenGL camera axes (x right, y up, looking down -z) to OpenCV axes (x right, y down, looking down +z).
+_GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+
+
+@dataclass
+class Camera:
+    """A pinhole camera: camera-to-world pose in the NeRF/OpenGL convention and intrinsics in pixels."""
+    c2w: Tensor  # [4, 4]
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @classmethod
+    def from_fov(cls, c2w: Tensor, camera_angle_x: float, width: int, height: int) -> "Camera":
+        """A camera with the horizontal field of view of NeRF's `camera_angle_x` (radians)."""
+        f = 0.5 * width / math.tan(0.5 * camera_angle_x)
+        return cls(c2w=c2w.float(), fx=f, fy=f, cx=width / 2, cy=height / 2, width=width, height=height)
+
+    @property
+    def position(self) -> Tensor:  # [3]
+        return self.c2w[:3, 3]
+
+    def viewmat(self) -> Tensor:  # [4, 4] world-to-camera in OpenCV axes
+        return _GL_TO_CV.to(self.c2w) @ torch.linalg.inv(self.c2w)
+
+    def K(self) -> Tensor:  # [3, 3]
+        return torch.tensor([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]],
+                            dtype=self.c2w.dtype, device=self.c2w.device)
+
+    def resized(self, width: int, height: int) -> "Camera":
+        """The same camera rendering at another resolution."""
+        sx, sy = width / self.width, height / self.height
+        return Camera(self.c2w, self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+
+
+def look_at(eye: Tensor,  # [3]
+            target: Tensor,  # [3]
+            up: Tensor | None = None,  # [3]
+            ) -> Tensor:  # [4, 4] camera-to-world, OpenGL axes
+    """Camera-to-world pose at `eye` looking at `target`."""
+    up = torch.tensor([0.0, 0.0, 1.0]) if up is None else up
+    back = eye - target
+    back = back / back.norm()
+    right = torch.linalg.cross(up.to(back), back)
+    if right.norm() < 1e-6:  # looking straight along `up`
+        right = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0]).to(back), back)
+    right = right / right.norm()
+    true_up = torch.linalg.cross(back, right)
+    c2w = torch.eye(4, dtype=eye.dtype)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, true_up, back, eye
+    return c2w

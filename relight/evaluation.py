@@ -1,0 +1,92 @@
+"""Evaluating a trained run on the test split (unseen lights), and few-shot adaptation to one new light."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from metatune import MetatuneError
+from relight.light_prior import LightPrior
+from relight.metrics import psnr, ssim
+from relight.scene import Frame, group_by_light, load_scene, save_image
+from relight.tasks import LightTask
+from relight.training import TUNER, load_checkpoint, make_tuner, render
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def frame_metrics(pred: torch.Tensor, frame: Frame) -> dict:
+    return {"file_path": frame.file_path, "pl_pos": list(frame.light.position),
+            "psnr": round(psnr(pred, frame.image), 4), "ssim": round(ssim(pred, frame.image), 5)}
+
+
+def _summary(per_frame: list[dict]) -> dict:
+    n = len(per_frame)
+    return {"frames": n, "psnr": round(sum(f["psnr"] for f in per_frame) / n, 4),
+            "ssim": round(sum(f["ssim"] for f in per_frame) / n, 5)}
+
+
+def evaluate(run: Path, scene_dir: Path, out: Path | None = None, images: Path | None = None) -> dict:
+    """PSNR and SSIM of every test frame rendered under its (unseen) light without adaptation."""
+    cfg, module, _ = load_checkpoint(run)
+    scene = load_scene(scene_dir, "test", cfg.resolution)
+    per_frame = []
+    with torch.no_grad():
+        for f in scene.frames:
+            pred = render(module, f).clamp(0, 1)
+            per_frame.append(frame_metrics(pred, f))
+            if images is not None:
+                save_image(images / (Path(f.file_path).with_suffix(".png")), pred)
+    result = {"method": cfg.method, "scene": str(scene_dir), "split": "test", **_summary(per_frame),
+              "per_frame": per_frame}
+    if out is not None:
+        _write_json(Path(out), result)
+    return result
+
+
+@dataclass
+class AdaptResult:
+    """Metrics on the query views of one light before and after adapting on its support views."""
+    before: dict
+    after: dict
+    params: tuple  # adapted light-dependent parameters
+    losses: list[float]
+    predictions: list[torch.Tensor]  # adapted renders of the query views
+    query: list[Frame]
+
+
+def adapt(run: Path, scene_dir: Path, light_index: int = 0, views: int = 1, steps: int | None = None,
+          split: str = "test") -> AdaptResult:
+    """Adapt a run's light-dependent parameters to one light of a split from `views` of its images."""
+    cfg, module, _ = load_checkpoint(run)
+    if not isinstance(module, LightPrior):
+        raise MetatuneError(f"a '{cfg.method}' model has no light-dependent parameters to adapt")
+    scene = load_scene(scene_dir, split, cfg.resolution)
+    groups = group_by_light(scene.frames)
+    if not 0 <= light_index < len(groups):
+        raise MetatuneError(f"light index {light_index} out of range: the {split} split has {len(groups)} lights")
+    group = groups[light_index]
+    if not 1 <= views < len(group):
+        raise MetatuneError(f"light {light_index} has {len(group)} views; adapt needs 1 <= views < {len(group)}")
+    task = LightTask(group[0].light, group[:views], group[views:])
+    tuner = make_tuner(module, cfg, None, None, method="metasgd" if cfg.method == "meta" else "maml")
+    if cfg.method == "meta" and (Path(run) / TUNER).is_file():
+        tuner.load(Path(run) / TUNER)
+    with torch.no_grad():
+        before = [frame_metrics(render(module, f).clamp(0, 1), f) for f in task.query]
+    res = tuner.adapt(task, steps)
+    preds, after = [], []
+    with torch.no_grad():
+        for f in task.query:
+            pred = module.model.render(f.camera, task.light, res.params).clamp(0, 1)
+            preds.append(pred)
+            after.append(frame_metrics(pred, f))
+    return AdaptResult(_summary(before) | {"per_frame": before}, _summary(after) | {"per_frame": after},
+                       res.params, res.losses, preds, task.query)

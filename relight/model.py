@@ -1,0 +1,163 @@
+"""The Gaussian-Phong model: Gaussians with Blinn-Phong materials, shadows, and light-dependent parameters."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from relight.camera import Camera
+from relight.gaussians import Gaussians
+from relight.light import Light
+from relight.rasterize import rasterize
+from relight.shading import blinn_phong
+from relight.transfer import Transfer, transfer
+from relight.visibility import light_visibility
+
+# Light-dependent parameters of one light condition (what the inner loop adapts):
+#   log_intensity [3]: light colour times power;  shadow [N]: logit correction of the visibility;
+#   indirect [N, 3]: extra radiance under this light (interreflections the local model misses).
+LightParams = tuple[Tensor, Tensor, Tensor]
+
+
+@dataclass
+class ModelConfig:
+    """Initial values of the materials."""
+    init_opacity: float = 0.8
+    init_albedo: float = 0.5
+    init_specular: float = 0.2
+    init_shininess: float = 20.0
+    init_ambient: float = 0.02
+    init_intensity: float = 6.0  # about distance^2 of the lights, so that the irradiance starts near 1
+    flat_ratio: float = 0.25  # normal-axis scale relative to the tangent scale
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+class RelightModel(nn.Module):
+    """Light-independent geometry and Blinn-Phong materials of N Gaussians; renders under any light."""
+
+    def __init__(self, points: Tensor,  # [N, 3]
+                 normals: Tensor,  # [N, 3] unit
+                 spacing: Tensor,  # [N] distance to the neighbouring points
+                 config: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or ModelConfig()
+        self.config = cfg
+        n = points.shape[0]
+        quats = _quat_from_z(normals)
+        scales = torch.stack([spacing, spacing, spacing * cfg.flat_ratio], -1)
+        self.gaussians = Gaussians(points, scales, cfg.init_opacity, quats)
+        self.albedo_logit = nn.Parameter(torch.full((n, 3), _logit(cfg.init_albedo)))
+        self.specular_logit = nn.Parameter(torch.full((n, 1), _logit(cfg.init_specular)))
+        self.log_shininess = nn.Parameter(torch.full((n, 1), math.log(cfg.init_shininess)))
+        self.normal_offset = nn.Parameter(torch.zeros(n, 3))
+        self.ambient_logit = nn.Parameter(torch.full((n, 3), _logit(cfg.init_ambient)))
+        self._vis_cache: dict[tuple, Tensor] = {}
+        self._transfer_cache: dict[tuple, Transfer] = {}
+
+    def __len__(self) -> int:
+        return len(self.gaussians)
+
+    def light_init(self) -> LightParams:
+        """Neutral light-dependent parameters (no correction, default intensity)."""
+        n = len(self)
+        return (torch.full((3,), math.log(self.config.init_intensity)), torch.zeros(n), torch.zeros(n, 3))
+
+    def materials(self) -> dict[str, Tensor]:
+        """Blinn-Phong attributes in their natural units."""
+        base = self.gaussians.normals()
+        n = base + self.normal_offset
+        return {"albedo": torch.sigmoid(self.albedo_logit), "specular": torch.sigmoid(self.specular_logit),
+                "shininess": self.log_shininess.exp(), "ambient": torch.sigmoid(self.ambient_logit),
+                "normals": n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)}
+
+    def visibility(self, light: Light) -> Tensor:  # [N]
+        """Shadowing of each Gaussian by the others; geometry-only, so cached until the geometry changes."""
+        g = self.gaussians
+        key = (light, *self._geometry_key())
+        if key not in self._vis_cache:
+            if len(self._vis_cache) > 256:
+                self._vis_cache.clear()
+            with torch.no_grad():  # shadows steer materials, not geometry (keeps the inner loop cheap)
+                self._vis_cache[key] = light_visibility(g.means, g.covariances(), g.opacities, light,
+                                                        bias=2.0 * g.scales.max(-1).values)
+        return self._vis_cache[key]
+
+    def check_light(self, light: Light) -> None:
+        """Raise if a point light sits inside the object (the bounding box of the opaque Gaussians)."""
+        from metatune import MetatuneError
+        if light.directional:
+            return
+        g = self.gaussians
+        solid = g.means[g.opacities > 0.5].detach()
+        if solid.shape[0] == 0:
+            return
+        p = torch.tensor(light.position)
+        lo, hi = solid.min(0).values, solid.max(0).values
+        if bool(((p > lo) & (p < hi)).all()):
+            raise MetatuneError(f"light at {list(light.position)} is inside the object "
+                                f"(bounding box {lo.tolist()} to {hi.tolist()}); put it outside")
+
+    def colors(self, camera: Camera, light: Light, params: LightParams) -> Tensor:  # [N, 3]
+        """Outgoing radiance of every Gaussian towards the camera."""
+        log_intensity, shadow, indirect = params
+        m = self.materials()
+        vis = self.visibility(light).clamp(1e-4, 1 - 1e-4)
+        vis = torch.sigmoid(torch.logit(vis) + shadow)
+        radiance = blinn_phong(self.gaussians.means, m["normals"], camera.position, m["albedo"], m["specular"],
+                               m["shininess"], m["ambient"] * m["albedo"], light, log_intensity.exp(), vis)
+        return radiance + indirect
+
+    def _geometry_key(self) -> tuple:
+        g = self.gaussians
+        return (g.means._version, g.log_scales._version, g.quats._version, g.opacity_logits._version,
+                g.means.data_ptr())
+
+    def render(self, camera: Camera, light: Light, params: LightParams,
+               frozen_geometry: bool = False) -> Tensor:  # [H, W, 3]
+        """The image of the scene under `light` seen from `camera`.
+
+        With `frozen_geometry`, no gradient reaches the geometry and the view's compositing weights are
+        cached, which makes repeated renders of one view (inner-loop adaptation) cheap.
+        """
+        g = self.gaussians
+        if frozen_geometry:
+            key = (camera.c2w.data_ptr(), camera.width, camera.height, camera.fx, *self._geometry_key())
+            if key not in self._transfer_cache:
+                if len(self._transfer_cache) > 256:
+                    self._transfer_cache.clear()
+                self._transfer_cache[key] = transfer(g.means, g.quats, g.scales, g.opacities, camera)
+            return self._transfer_cache[key].apply(self.colors(camera, light, params))
+        img, _ = rasterize(g.means, g.quats, g.scales, g.opacities, self.colors(camera, light, params), camera)
+        return img
+
+
+class PlainGaussians(nn.Module):
+    """Baseline: the same Gaussians with one fixed colour each, blind to the light."""
+
+    def __init__(self, points: Tensor, normals: Tensor, spacing: Tensor, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or ModelConfig()
+        scales = torch.stack([spacing, spacing, spacing * cfg.flat_ratio], -1)
+        self.gaussians = Gaussians(points, scales, cfg.init_opacity, _quat_from_z(normals))
+        self.color_logit = nn.Parameter(torch.full((points.shape[0], 3), _logit(0.3)))
+
+    def render(self, camera: Camera, light: Light, params: LightParams | None = None) -> Tensor:  # [H, W, 3]
+        g = self.gaussians
+        img, _ = rasterize(g.means, g.quats, g.scales, g.opacities, torch.sigmoid(self.color_logit), camera)
+        return img
+
+
+def _quat_from_z(normals: Tensor,  # [N, 3] unit
+                 ) -> Tensor:  # [N, 4] rotations taking +z to each normal
+    z = torch.tensor([0.0, 0.0, 1.0]).expand_as(normals)
+    axis = torch.linalg.cross(z, normals)
+    w = 1.0 + (z * normals).sum(-1, keepdim=True)
+    q = torch.cat([w, axis], -1)
+    flipped = w[:, 0] < 1e-6  # normal = -z: rotate by pi about x
+    q[flipped] = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    return q / q.norm(dim=-1, keepdim=True)

@@ -1,0 +1,135 @@
+"""Differentiable Gaussian splatting: depth-sorted, tiled, alpha-composited; CPU in PyTorch, CUDA via gsplat."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from relight.camera import Camera
+from relight.gaussians import covariance_3d
+from relight.projection import ALPHA_MAX, ALPHA_MIN, Projected, project
+
+TILE = 8
+CHUNK_ELEMENTS = 1 << 22  # tiles x pixels x Gaussians evaluated at once (bounds memory)
+
+
+def rasterize(means: Tensor,  # [N, 3]
+              quats: Tensor,  # [N, 4] (w, x, y, z)
+              scales: Tensor,  # [N, 3]
+              opacities: Tensor,  # [N]
+              colors: Tensor,  # [N, C]
+              camera: Camera,
+              background: Tensor | None = None,  # [C]
+              ) -> tuple[Tensor, Tensor]:  # image [H, W, C], alpha [H, W]
+    """Render Gaussians with per-Gaussian colours; gsplat on a CUDA device, our tiled PyTorch code otherwise."""
+    if means.device.type == "cuda":
+        return _rasterize_gsplat(means, quats, scales, opacities, colors, camera, background)
+    proj = project(means, covariance_3d(quats, scales), opacities, camera)
+    return rasterize_projected(proj, opacities, colors, camera.width, camera.height, background)
+
+
+@dataclass
+class TileBlend:
+    """Compositing weights of a group of tiles: pixel colour = weights @ colors[gaussians] + background_t * bg."""
+    tiles: list[int]  # row-major tile numbers
+    gaussians: Tensor  # [T, K] indices into the input Gaussians (padding points at any, with weight 0)
+    weights: Tensor  # [T, P, K] alpha_k * transmittance before k
+    background_t: Tensor  # [T, P] transmittance left after the last Gaussian
+
+
+def blend_tiles(proj: Projected, opacities: Tensor,  # [N]
+                width: int, height: int, tile: int = TILE) -> tuple[list[TileBlend], int, int]:
+    """Front-to-back compositing weights of every pixel, tile by tile (tiles padded in groups)."""
+    dev, dt = opacities.device, opacities.dtype
+    order = torch.argsort(proj.depths.detach())
+    keep = order[proj.radii[order] > 0]
+    m2d, con, op, rad = proj.means2d[keep], proj.conics[keep], opacities[keep], proj.radii[keep]
+    tiles_x, tiles_y = (width + tile - 1) // tile, (height + tile - 1) // tile
+    per_tile = tile_lists(m2d, rad, tiles_x, tiles_y, tile)
+    ys, xs = torch.meshgrid(torch.arange(tile, device=dev), torch.arange(tile, device=dev), indexing="ij")
+    local = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1).to(dt) + 0.5  # pixel centres [P, 2]
+    n_tiles = len(per_tile)
+    by_count = sorted(range(n_tiles), key=lambda i: per_tile[i].numel())  # similar lengths pad little
+    blends = []
+    start = next((j for j, i in enumerate(by_count) if per_tile[i].numel() > 0), n_tiles)
+    while start < n_tiles:
+        end = start + 1
+        while end < n_tiles and (end - start + 1) * tile * tile * per_tile[by_count[end]].numel() <= CHUNK_ELEMENTS:
+            end += 1
+        group = by_count[start:end]
+        k = int(per_tile[group[-1]].numel())
+        idx = torch.zeros(len(group), k, dtype=torch.long, device=dev)
+        valid = torch.zeros(len(group), k, dtype=torch.bool, device=dev)
+        for j, i in enumerate(group):
+            ids = per_tile[i]
+            idx[j, : ids.numel()] = ids
+            valid[j, : ids.numel()] = True
+        origin = torch.tensor([[(i % tiles_x) * tile, (i // tiles_x) * tile] for i in group], dtype=dt, device=dev)
+        pix = origin[:, None, :] + local[None]  # [T, P, 2]
+        d = pix[:, :, None, :] - m2d[idx][:, None, :, :]  # [T, P, K, 2]
+        c = con[idx][:, None]  # [T, 1, K, 3]
+        power = -0.5 * (c[..., 0] * d[..., 0] ** 2 + c[..., 2] * d[..., 1] ** 2) - c[..., 1] * d[..., 0] * d[..., 1]
+        alpha = (op[idx][:, None] * torch.exp(power)).clamp_max(ALPHA_MAX)
+        alpha = torch.where(valid[:, None] & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
+        log_t = torch.cumsum(torch.log1p(-alpha), dim=-1)
+        trans = torch.exp(torch.cat([torch.zeros_like(log_t[..., :1]), log_t[..., :-1]], -1))
+        blends.append(TileBlend(group, keep[idx], alpha * trans, torch.exp(log_t[..., -1])))
+        start = end
+    return blends, tiles_x, tiles_y
+
+
+def rasterize_projected(proj: Projected, opacities: Tensor,  # [N]
+                        colors: Tensor,  # [N, C]
+                        width: int, height: int,
+                        background: Tensor | None = None,  # [C]
+                        tile: int = TILE) -> tuple[Tensor, Tensor]:  # [H, W, C], [H, W]
+    """Composite screen-space Gaussians front to back, tile by tile."""
+    dev, dt = colors.device, colors.dtype
+    nc = colors.shape[-1]
+    bg = torch.zeros(nc, dtype=dt, device=dev) if background is None else background.to(colors)
+    blends, tiles_x, tiles_y = blend_tiles(proj, opacities, width, height, tile)
+    n_tiles = tiles_x * tiles_y
+    out_color: list[Tensor] = [bg.expand(tile * tile, nc)] * n_tiles
+    out_alpha: list[Tensor] = [torch.zeros(tile * tile, dtype=dt, device=dev)] * n_tiles
+    for b in blends:
+        color = b.weights @ colors[b.gaussians] + b.background_t[..., None] * bg  # [T, P, C]
+        alpha_sum = b.weights.sum(-1)
+        for j, i in enumerate(b.tiles):
+            out_color[i], out_alpha[i] = color[j], alpha_sum[j]
+    color = torch.stack(out_color).reshape(tiles_y, tiles_x, tile, tile, nc).permute(0, 2, 1, 3, 4)
+    alpha = torch.stack(out_alpha).reshape(tiles_y, tiles_x, tile, tile).permute(0, 2, 1, 3)
+    color = color.reshape(tiles_y * tile, tiles_x * tile, nc)[:height, :width]
+    alpha = alpha.reshape(tiles_y * tile, tiles_x * tile)[:height, :width]
+    return color, alpha
+
+
+def tile_lists(means2d: Tensor,  # [N, 2]
+               radii: Tensor,  # [N]
+               tiles_x: int, tiles_y: int, tile: int) -> list[Tensor]:  # tiles_y * tiles_x index lists
+    """Indices of the Gaussians whose cut-off square touches each tile (row-major), in input order."""
+    with torch.no_grad():
+        lo = ((means2d.detach() - radii[:, None]) / tile).floor()
+        hi = ((means2d.detach() + radii[:, None]) / tile).floor()
+        out = []
+        for ty in range(tiles_y):
+            rows = (lo[:, 1] <= ty) & (hi[:, 1] >= ty) & (radii > 0)
+            for tx in range(tiles_x):
+                out.append((rows & (lo[:, 0] <= tx) & (hi[:, 0] >= tx)).nonzero().squeeze(-1))
+    return out
+
+
+def _rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+                      camera: Camera, background: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The same rendering through gsplat's CUDA kernels (imported only here; untested without a GPU)."""
+    try:
+        from gsplat import rasterization
+    except ImportError as err:  # pragma: no cover - needs a CUDA machine
+        from metatune import MetatuneError
+        raise MetatuneError("rendering on a CUDA device needs gsplat (`pip install gsplat`)") from err
+    view = camera.viewmat().to(means)[None]
+    K = camera.K().to(means)[None]
+    bg = None if background is None else background.to(colors)[None]
+    img, alpha, _ = rasterization(means, quats, scales, opacities, colors, view, K, camera.width,
+                                  camera.height, near_plane=0.01, eps2d=0.3, backgrounds=bg)
+    return img[0], alpha[0, ..., 0]

@@ -1,0 +1,218 @@
+"""Training the relighting model: joint fitting on all lights, then meta-learning over lights; and the baselines."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+import metatune as mt
+from metatune import MetatuneError
+from relight.camera import Camera
+from relight.light import Light
+from relight.light_prior import LightPrior
+from relight.model import ModelConfig, PlainGaussians, RelightModel
+from relight.pointcloud import estimate_normals
+from relight.scene import Frame, Scene, load_scene
+from relight.tasks import TaskSampler, photometric_loss
+
+METHODS = ("meta", "joint", "plain")
+CHECKPOINT = "checkpoint.pt"
+TUNER = "tuner.pt"
+
+
+@dataclass
+class TrainConfig:
+    """How to train: `meta` (ours), `joint` (same model, no meta-learning) or `plain` (Gaussians without shading)."""
+    method: str = "meta"
+    resolution: int = 64
+    fit_steps: int = 300  # stage 1, every method: fit on random training frames
+    meta_steps: int = 60  # stage 2: meta-learning (meta) or as many more fitting steps (joint, plain)
+    inner_steps: int = 2
+    inner_lr: float = 0.05
+    outer_lr: float = 2e-3
+    meta_batch: int = 2
+    support_views: int = 1
+    meta_method: str = "metasgd"
+    max_points: int = 3000
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise MetatuneError(f"unknown training method {self.method!r}; choose from {METHODS}")
+        if self.fit_steps < 0 or self.meta_steps < 0 or self.resolution < 8:
+            raise MetatuneError("fit_steps and meta_steps must be >= 0 and resolution >= 8")
+
+
+# Adam step sizes of stage 1, per parameter (the geometry moves slowly, materials quickly).
+FIT_LR = {"means": 1e-3, "quats": 2e-3, "log_scales": 5e-3, "opacity_logits": 0.05, "albedo_logit": 0.03,
+          "specular_logit": 0.03, "log_shininess": 0.03, "normal_offset": 2e-3, "ambient_logit": 0.03,
+          "color_logit": 0.03, "log_intensity": 0.02, "shadow": 0.05, "indirect": 2e-3}
+
+
+def initial_points(scene: Scene, max_points: int, seed: int) -> Tensor:  # [P, 3]
+    """The scene's points3d.ply (subsampled), or random points around the cameras' focus if it has none."""
+    gen = torch.Generator().manual_seed(seed)
+    if scene.points is not None:
+        pts = scene.points
+        if pts.shape[0] > max_points:
+            pts = pts[torch.randperm(pts.shape[0], generator=gen)[:max_points]]
+        return pts
+    dist = torch.stack([f.camera.position.norm() for f in scene.frames]).mean()
+    return (torch.rand(max_points, 3, generator=gen) * 2 - 1) * 0.3 * dist
+
+
+def build(method: str, points: Tensor) -> nn.Module:
+    """A fresh model for `method` on the given initial points: LightPrior(RelightModel) or PlainGaussians."""
+    normals, spacing = estimate_normals(points)
+    if method == "plain":
+        return PlainGaussians(points, normals, spacing)
+    return LightPrior(RelightModel(points, normals, spacing, ModelConfig()))
+
+
+def empty(method: str, n: int) -> nn.Module:
+    """A model of n Gaussians to load a state dict into."""
+    pts = torch.randn(n, 3)
+    normals = torch.zeros(n, 3)
+    normals[:, 2] = 1
+    spacing = torch.full((n,), 0.01)
+    if method == "plain":
+        return PlainGaussians(pts, normals, spacing)
+    return LightPrior(RelightModel(pts, normals, spacing))
+
+
+def render(module: nn.Module, frame: Frame, params: tuple | None = None) -> Tensor:  # [H, W, 3]
+    """Render a frame's camera and light with a trained module (the prior's start if no params)."""
+    if isinstance(module, PlainGaussians):
+        return module.render(frame.camera, frame.light)
+    return module.model.render(frame.camera, frame.light, module() if params is None else params)
+
+
+def views_loss(prior: LightPrior, params: tuple, light: Light, views: list[Frame], frozen: bool) -> Tensor:
+    """Mean photometric loss of the views under `light` with the given light-dependent parameters."""
+    total = sum(photometric_loss(prior.model.render(f.camera, light, params, frozen), f.image) for f in views)
+    return total / len(views)
+
+
+def make_tuner(prior: LightPrior, cfg: TrainConfig, sampler: TaskSampler | None, log_path: Path | None,
+               method: str | None = None) -> mt.MetaTuner:
+    """The engine's MetaTuner over lights: inner loop on support views, outer loss on query views."""
+    mcfg = mt.MetaConfig(method=method or cfg.meta_method, inner_steps=cfg.inner_steps, inner_lr=cfg.inner_lr,
+                         outer_lr=cfg.outer_lr, meta_batch=cfg.meta_batch, first_order=True, seed=cfg.seed)
+    # First order: the inner loop sees frozen geometry (cached weights); the query loss trains everything.
+    return mt.MetaTuner(prior, lambda p, t: views_loss(prior, p, t.light, t.support, True),
+                        lambda p, t: views_loss(prior, p, t.light, t.query, False), sample_tasks=sampler, config=mcfg,
+                        log_path=log_path)
+
+
+def save_checkpoint(run: Path, state: dict) -> None:
+    """Write the run's checkpoint atomically."""
+    run.mkdir(parents=True, exist_ok=True)
+    tmp = run / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(run / CHECKPOINT)
+
+
+def load_checkpoint(run: Path) -> tuple[TrainConfig, nn.Module, dict]:
+    """Config, model and raw state of a run folder."""
+    path = Path(run) / CHECKPOINT
+    if not path.is_file():
+        raise MetatuneError(f"no checkpoint in {run} (expected {path})")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:
+        raise MetatuneError(f"cannot read checkpoint {path}: {err}") from err
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
+    module = empty(cfg.method, state["n"])
+    module.load_state_dict(state["module"])
+    return cfg, module, state
+
+
+def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: bool = True) -> dict:
+    """Train (or resume) a run on a scene's training split; returns a summary (also written to run/summary.json)."""
+    cfg = cfg or TrainConfig()
+    run = Path(run)
+    scene = load_scene(scene_dir, "train", cfg.resolution)
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    fit_done, elapsed = 0, 0.0
+    if (run / CHECKPOINT).is_file():
+        saved_cfg, module, state = load_checkpoint(run)
+        if saved_cfg.method != cfg.method:
+            raise MetatuneError(f"{run} holds a '{saved_cfg.method}' run; cannot resume it as '{cfg.method}'")
+        fit_done, elapsed = state["fit_done"], state["elapsed"]
+        rng.setstate(_tuple_state(state["rng"]))
+    else:
+        module = build(cfg.method, initial_points(scene, cfg.max_points, cfg.seed))
+        state = {}
+    groups = [{"params": [p], "lr": FIT_LR[name.split(".")[-1]]} for name, p in module.named_parameters()]
+    opt = torch.optim.Adam(groups, eps=1e-15)
+    if state.get("optimizer") is not None:
+        opt.load_state_dict(state["optimizer"])
+    fit_total = cfg.fit_steps + (cfg.meta_steps if cfg.method != "meta" else 0)
+    t0 = time.perf_counter()
+
+    def checkpoint() -> None:
+        save_checkpoint(run, {"config": asdict(cfg), "n": _count(module), "module": module.state_dict(),
+                              "optimizer": opt.state_dict(), "fit_done": fit_done,
+                              "elapsed": elapsed + time.perf_counter() - t0, "rng": list(rng.getstate()),
+                              "cameras": pack_cameras([f.camera for f in scene.frames])})
+
+    bar = tqdm(range(fit_done, fit_total), desc=f"fit ({cfg.method})", disable=not progress)
+    for i in bar:
+        frame = rng.choice(scene.frames)
+        loss = photometric_loss(render(module, frame), frame.image)
+        if not bool(torch.isfinite(loss)):
+            raise MetatuneError(f"training loss is not finite at step {i}; the last good checkpoint is "
+                                f"{run / CHECKPOINT} (resume with a lower learning rate)")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        fit_done = i + 1
+        if fit_done % cfg.checkpoint_every == 0:
+            checkpoint()
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    checkpoint()
+    if cfg.method == "meta" and cfg.meta_steps > 0:
+        sampler = TaskSampler(scene.frames, cfg.support_views, seed=cfg.seed)
+        tuner = make_tuner(module, cfg, sampler, run / "meta_log.jsonl")
+        if (run / TUNER).is_file():
+            tuner.load(run / TUNER)
+        while tuner.step_count < cfg.meta_steps:
+            tuner.train(min(cfg.checkpoint_every, cfg.meta_steps - tuner.step_count), progress=progress)
+            tuner.save(run / TUNER)
+            checkpoint()
+    seconds = elapsed + time.perf_counter() - t0
+    summary = {"method": cfg.method, "gaussians": _count(module), "resolution": cfg.resolution,
+               "train_frames": len(scene.frames), "train_seconds": round(seconds, 1)}
+    tmp = run / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(run / "summary.json")
+    return summary
+
+
+def pack_cameras(cameras: list[Camera]) -> Tensor:  # [F, 22]
+    """Cameras as rows of (c2w flattened, fx, fy, cx, cy, width, height), for a checkpoint."""
+    return torch.stack([torch.cat([c.c2w.reshape(-1), torch.tensor([c.fx, c.fy, c.cx, c.cy, c.width, c.height])])
+                        for c in cameras])
+
+
+def unpack_cameras(rows: Tensor) -> list[Camera]:
+    return [Camera(r[:16].reshape(4, 4), *(float(v) for v in r[16:20]), int(r[20]), int(r[21])) for r in rows]
+
+
+def _count(module: nn.Module) -> int:
+    g = module.gaussians if isinstance(module, PlainGaussians) else module.model.gaussians
+    return len(g)
+
+
+def _tuple_state(s: list) -> tuple:
+    return (s[0], tuple(s[1]), s[2])
