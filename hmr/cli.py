@@ -4,10 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import fields
 from pathlib import Path
-
-from metatune import MetatuneError
 
 
 def _positive(kind):

@@ -32,9 +32,6 @@ class Keypoints:
     def joint_map(self) -> list[int]:
         return FORMATS[self.fmt]
 
-    def packed(self) -> Tensor:  # [P, K, 3]
-        return torch.cat([self.xy, self.conf[..., None]], -1)
-
 
 def _load_json(path: Path):
     if not path.is_file():

@@ -53,10 +53,6 @@ class FitProblem:
     def __len__(self) -> int:
         return self.kp_xy.shape[0]
 
-    def subset(self, idx: Tensor | slice) -> "FitProblem":
-        return FitProblem(self.kp_xy[idx], self.kp_conf[idx], self.joint_map, self.focal[idx], self.centre[idx],
-                          self.transl_init[idx], self.scale[idx])
-
 
 def torso_scale(kp_xy: Tensor,  # [B, K, 2]
                 kp_conf: Tensor,  # [B, K]

@@ -11,7 +11,7 @@ from torch import Tensor
 from hmr.body_model import BodyModel
 from hmr.camera import default_focal, init_translation, project
 from hmr.keypoints import BODY25_TO_SMPLX
-from hmr.objective import PARAM_DIM, FitProblem, global_rotation, posed_joints, torso_scale
+from hmr.objective import PARAM_DIM, FitProblem, posed_joints, torso_scale
 from hmr.pose_limits import sample_poses
 
 SPLIT_SEEDS = {"train": 0, "heldout": 1}
@@ -123,7 +123,3 @@ def mean_start(body: BodyModel, prob: FitProblem) -> Tensor:  # [B, 85]
     """The mean pose and shape facing the camera, translated by the torso-length initialisation."""
     return torch.cat([torch.zeros(len(prob), 82), prob.transl_init], 1)
 
-
-def global_orient_axis_angle(params: Tensor) -> Tensor:  # [B, 3] SMPL global_orient in camera coordinates
-    from pytorch3d.transforms import matrix_to_axis_angle
-    return matrix_to_axis_angle(global_rotation(params[:, :3]))

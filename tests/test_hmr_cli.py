@@ -8,7 +8,6 @@ import torch
 from hmr.body_model import BodyModel
 from hmr.demo import person_image
 from hmr.keypoints import BODY25_TO_SMPLX, body25_json
-from hmr.objective import posed_joints
 from hmr.synthetic import SyntheticConfig, make_people
 from metatune.cli import main
 

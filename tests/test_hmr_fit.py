@@ -27,7 +27,7 @@ def test_synthetic_split_matches_its_configuration(body):
     size = torch.stack([people.width, people.height], 1)[:, None]
     assert ((people.kp_xy >= 0) & (people.kp_xy <= size)).all()
     clean = make_people(body, 200, seed=1, cfg=SyntheticConfig(noise_px=0, missing=0, outliers=0))
-    uv = clean.focal[:, None, None] * 0  # same seeds draw the same people: the noise is what differs
+    # the same seed draws the same people; only the corruption differs
     truth = posed_joints(body, clean.params)[:, BODY25_TO_SMPLX]
     uv = clean.focal[:, None, None] * truth[..., :2] / truth[..., 2:] + size / 2
     err = (people.kp_xy - uv).norm(dim=-1)[people.kp_conf > 0]
