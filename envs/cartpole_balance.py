@@ -1,6 +1,6 @@
 """Cart-pole balance while moving the cart to a set point: LQR-style state feedback, tuned per robot.
 
-The untuned start is the LQR gain of the nominal cart-pole linearised upright (pole at q = pi);
+The tuned parameters are log scales of the entries of the LQR gain of the nominal cart-pole linearised upright (pole at q = pi);
 the robots differ in cart and pole mass, pole length and damping, and carry a payload at the tip.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ class CartpoleBalance(TuningProblem):
     """Start tilted 0.15 rad from upright at x = 0, move the cart to `target` without dropping the pole."""
 
     name = "cartpole"
+    log_loss = True  # a robot whose pole falls costs 1000x one that balances
 
     def __init__(self, horizon: int = 300, dt: float = 0.01, target: float = 0.5,
                  distribution: TaskDistribution = CARTPOLE_TASKS, dtype: torch.dtype = torch.float64):
@@ -31,18 +32,24 @@ class CartpoleBalance(TuningProblem):
         self.distribution, self.dtype = distribution, dtype
         self.upright = torch.tensor([target, math.pi, 0.0, 0.0], dtype=dtype)
         self.weights = torch.tensor([1.0, 1.0, 0.1, 0.1], dtype=dtype)
+        self.k0 = self.nominal_gain()
 
-    def init_params(self) -> Tensor:
+    def nominal_gain(self) -> Tensor:
+        """The LQR gain [1, 4] of the nominal cart-pole linearised upright."""
         nominal = make("cartpole", dtype=self.dtype, dt=self.dt)
         a, b = linearize(nominal.step, self.upright, torch.zeros(1, dtype=self.dtype))
         return lqr_gain(a, b, torch.diag(self.weights), torch.tensor([[0.01]], dtype=self.dtype))
+
+    def init_params(self) -> Tensor:
+        """Log scales of the nominal LQR gain's entries [1, 4]: zero is the nominal LQR gain."""
+        return torch.zeros(1, 4, dtype=self.dtype)
 
     def closed_loop(self, tasks: list[RobotTask]) -> tuple:
         env = make("cartpole", dtype=self.dtype, dt=self.dt,
                    **stack_params(tasks, default_params("cartpole"), self.dtype))
         x0 = torch.zeros(len(tasks), 4, dtype=self.dtype)
         x0[:, 1] = math.pi - 0.15
-        policy = StateFeedback(lambda t: self.upright, torch.zeros(1, dtype=self.dtype))
+        policy = StateFeedback(lambda t: self.upright, torch.zeros(1, dtype=self.dtype), self.k0)
         w = self.weights
 
         def cost(x: Tensor, u: Tensor, t: int) -> Tensor:

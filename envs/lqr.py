@@ -27,11 +27,13 @@ def lqr_gain(a: Tensor, b: Tensor, q: Tensor, r: Tensor) -> Tensor:  # -> K [nu,
 
 
 class StateFeedback:
-    """u = u_eq - K (x - x_ref(t)); the gain matrix K [..., nu, nx] is the tuned parameter."""
+    """u = u_eq - (K0 * exp(s)) (x - x_ref(t)): the tuned parameter is the log scale s [..., nu, nx]
+    of each entry of a reference gain K0 (e.g. the nominal robot's LQR gain), so s = 0 is K0."""
 
-    def __init__(self, x_ref, u_eq: Tensor):
-        self.x_ref, self.u_eq = x_ref, u_eq
+    def __init__(self, x_ref, u_eq: Tensor, k0: Tensor):
+        self.x_ref, self.u_eq, self.k0 = x_ref, u_eq, k0
 
-    def __call__(self, x: Tensor, t: int, gain: Tensor) -> Tensor:  # [..., nx], [..., nu, nx] -> [..., nu]
+    def __call__(self, x: Tensor, t: int, log_scale: Tensor) -> Tensor:  # [..., nx], [..., nu, nx] -> [..., nu]
         err = x - self.x_ref(t).to(x.dtype)
+        gain = self.k0.to(x.dtype) * log_scale.exp()
         return self.u_eq.to(x.dtype) - (gain @ err.unsqueeze(-1)).squeeze(-1)

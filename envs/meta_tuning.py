@@ -45,7 +45,8 @@ def make_tuner(problem: TuningProblem, cfg: RobotMetaConfig, log_path: Path | No
 
 def gradient_descent(problem: TuningProblem, params: Tensor, tasks: list[RobotTask], steps: int,
                      lr: float | Tensor) -> tuple[Tensor, Tensor]:
-    """Plain adjoint gradient steps on each robot's own loss: params [B, ...], losses [steps+1, B]."""
+    """Plain adjoint gradient steps on each robot's own loss (as `problem.loss` defines it):
+    params [B, ...]; returns the adapted params and each robot's mean cost [steps+1, B]."""
     x = params.detach().clone()
     losses = []
     for k in range(steps + 1):
@@ -54,7 +55,8 @@ def gradient_descent(problem: TuningProblem, params: Tensor, tasks: list[RobotTa
         losses.append(per_robot.detach())
         if k == steps:
             break
-        (g,) = torch.autograd.grad(per_robot.sum(), leaf)
+        objective = per_robot.log().sum() if problem.log_loss else per_robot.sum()
+        (g,) = torch.autograd.grad(objective, leaf)
         x = (leaf - lr * g).detach()
     return x.detach(), torch.stack(losses)
 

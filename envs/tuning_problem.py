@@ -38,6 +38,7 @@ class TuningProblem(ABC):
     distribution: TaskDistribution
     dtype: torch.dtype
     grad: str = "adjoint"
+    log_loss: bool = False  # adapt on log(cost): scale-free steps where costs span decades across robots
 
     @abstractmethod
     def init_params(self) -> Tensor:
@@ -67,8 +68,9 @@ class TuningProblem(ABC):
         return out.cost / self.horizon
 
     def loss(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> Tensor:
-        """Sum over robots of their mean cost: each robot's gradient is its own (scalar)."""
-        return self.robot_losses(params, tasks, grad).sum()
+        """Sum over robots of their mean cost (or its log): each robot's gradient is its own (scalar)."""
+        losses = self.robot_losses(params, tasks, grad)
+        return (losses.log() if self.log_loss else losses).sum()
 
     def simulate(self, params: Tensor, tasks: list[RobotTask]) -> Trajectory:
         """The closed loops on the torch dynamics, without gradients."""

@@ -116,3 +116,16 @@ def evaluate(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[Rob
     metrics["summary"] = summary
     write_json(metrics, Path(out_dir) / "metrics.json")
     return metrics
+
+
+def tune(task: str, out_dir: Path, train_steps: int, adapt_steps: int, robots: int, cfg: RobotMetaConfig,
+         horizon: int | None = None, dt: float | None = None, backend: str = "torch",
+         seed: int = 12345) -> dict[str, Any]:
+    """Meta-train on sampled robots, then adapt to `robots` unseen ones: what the robot scripts run."""
+    out_dir = Path(out_dir)
+    trained = train(task, out_dir / "tuner.pt", train_steps, cfg, horizon, dt)
+    problem, tuner = load_tuner(out_dir / "tuner.pt")
+    result = evaluate(problem, tuner, problem.sample_tasks(robots, seed=seed), adapt_steps, backend, out_dir)
+    summary = {"task": task, "backend": backend, "train": trained, **result["summary"]}
+    write_json(summary, out_dir / "summary.json")
+    return summary

@@ -36,7 +36,7 @@ def test_linearize_matches_finite_differences_and_lqr_stabilises_cartpole():
         e[j] = h
         fd = (env.step(x_eq + e, u_eq) - env.step(x_eq - e, u_eq)) / (2 * h)
         assert torch.allclose(a[:, j], fd, atol=1e-7)
-    k = CartpoleBalance().init_params()
+    k = CartpoleBalance().nominal_gain()
     closed = a - b @ k
     assert torch.linalg.eigvals(a).abs().max() > 1.0  # upright is unstable on its own
     assert torch.linalg.eigvals(closed).abs().max() < 1.0
