@@ -2,8 +2,8 @@
 
 - "autograd": keep the whole graph (memory grows with the horizon).
 - "adjoint": the discrete adjoint. The forward pass keeps only the states; the backward pass runs back in
-  time, rebuilding one step's graph at a time to get lambda[t] = df/dx^T lambda[t+1] + dl/dx, so the
-  graph memory does not grow with the horizon.
+  time, rebuilding the graph of one short segment at a time to get lambda[t] = df/dx^T lambda[t+1] + dl/dx,
+  so the graph memory does not grow with the horizon.
 - "forward": forward sensitivities S[t] = dx[t]/dtheta propagated with the trajectory (forward-mode AD,
   one tangent per parameter: the DiffTune-style baseline, whose cost grows with the parameter count).
 """
@@ -58,59 +58,73 @@ class _Sim:
                     raise MetatuneError(f"cost must return one value per batch element, shape {tuple(x0.shape[:-1])}; "
                                         f"got {tuple(c.shape)}")
 
-    def check_finite(self, states: Tensor) -> None:
+    def check_finite(self, states: Tensor, every: int = 1) -> None:
         bad = ~torch.isfinite(states.detach()).reshape(states.shape[0], -1).all(dim=1)
         if bool(bad.any()):
-            t = int(bad.nonzero()[0])
-            raise MetatuneError(f"rollout diverged: non-finite state at step {t} of {self.horizon} "
+            t = min(int(bad.nonzero()[0]) * every, self.horizon)
+            where = f"at step {t}" if every == 1 else f"by step {t}"
+            raise MetatuneError(f"rollout diverged: non-finite state {where} of {self.horizon} "
                                 "(unstable gains or too large a time step?)")
 
-    def simulate(self, x0: Tensor, params: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-        """States [T+1, ..., nx] and summed cost [...] (zeros without a cost function)."""
+    def simulate(self, x0: Tensor, params: tuple[Tensor, ...], every: int = 1) -> tuple[Tensor, Tensor]:
+        """States x[0], x[every], x[2 every], ... and x[T] ([K, ..., nx]), and the summed cost [...]."""
         states = [x0]
         total = torch.zeros(x0.shape[:-1], dtype=x0.dtype, device=x0.device)
         x = x0
         for t in range(self.horizon):
             x, c = self.transition(x, t, params)
-            states.append(x)
+            if (t + 1) % every == 0 or t + 1 == self.horizon:
+                states.append(x)
             if c is not None:
                 total = total + c
         out = torch.stack(states)
-        self.check_finite(out)
+        self.check_finite(out, every)
         return out, total
 
 
 class _Adjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, sim: _Sim, x0: Tensor, *params: Tensor):
-        states, total = sim.simulate(x0, params)
-        ctx.sim = sim
+    def forward(ctx, sim: _Sim, segment: int, store: bool, x0: Tensor, *params: Tensor):
+        # Without `store`, keep only each segment's first state: memory O(T / segment) instead of O(T).
+        states, total = sim.simulate(x0, params, 1 if store else segment)
+        ctx.sim, ctx.segment, ctx.store = sim, segment, store
         ctx.save_for_backward(states, *params)
-        return states, total
+        return (states if store else states[-1:]), total
 
     @staticmethod
     def backward(ctx, g_states: Tensor, g_cost: Tensor):
         sim: _Sim = ctx.sim
         states, *params = ctx.saved_tensors
+        store = ctx.store
         leaves = tuple(p.detach().requires_grad_() for p in params)
         grads = [torch.zeros_like(p) for p in params]
         lam = g_states[-1]
-        for t in reversed(range(sim.horizon)):
-            x = states[t].detach().requires_grad_()
+        # Walk back one segment at a time: rebuild the segment's graph from its stored first state and
+        # pull lambda through it. Graph memory is one segment's, whatever the horizon.
+        for start in reversed(range(0, sim.horizon, ctx.segment)):
+            stop = min(start + ctx.segment, sim.horizon)
+            x_first = states[start if store else start // ctx.segment].detach().requires_grad_()
+            outs, seeds = [], []
             with torch.enable_grad():
-                x_next, c = sim.transition(x, t, leaves)
-                outs, seeds = [x_next], [lam]
-                if c is not None:
-                    outs.append(c)
-                    seeds.append(g_cost)
-                gx, *gp = torch.autograd.grad(outs, (x, *leaves), seeds, allow_unused=True)
-            lam = g_states[t] + (gx if gx is not None else 0.0)
+                x = x_first
+                for t in range(start, stop):
+                    x, c = sim.transition(x, t, leaves)
+                    if store and t + 1 < stop:  # the loss also reads the states inside the segment
+                        outs.append(x)
+                        seeds.append(g_states[t + 1])
+                    if c is not None:
+                        outs.append(c)
+                        seeds.append(g_cost)
+                outs.append(x)
+                seeds.append(lam)
+                gx, *gp = torch.autograd.grad(outs, (x_first, *leaves), seeds, allow_unused=True)
+            lam = (g_states[start] if store else 0.0) + (gx if gx is not None else 0.0)
             for i, g in enumerate(gp):
                 if g is not None:
                     grads[i] += g
         if not bool(torch.isfinite(lam).all()) or not all(bool(torch.isfinite(g).all()) for g in grads):
             raise MetatuneError("adjoint rollout: non-finite gradient (the trajectory is too sensitive; shorten it)")
-        return (None, lam, *grads)
+        return (None, None, None, lam, *grads)
 
 
 class _Forward(torch.autograd.Function):
@@ -166,11 +180,16 @@ def rollout(
     *,
     grad: str = "adjoint",
     cost: Cost | None = None,
+    segment: int = 32,
+    store_states: bool = True,
 ) -> Rollout:
     """Simulate `horizon` steps of x[t+1] = step(x[t], policy(x[t], t, params)) from x0 ([..., nx]).
 
     Returns the states [horizon+1, ..., nx] and, when `cost(x, u, t) -> [...]` is given, its sum over
     t = 0..horizon-1. Both are differentiable in `params` and `x0` by `grad` ("adjoint", "autograd", "forward").
+    `segment`: steps whose graph the adjoint rebuilds at once (memory per segment, fewer backward calls).
+    `store_states=False` returns only the final state ([1, ..., nx]); the adjoint then keeps one state per
+    segment, so its memory stays flat in the horizon (the usual case: only the cost's gradient is needed).
     """
     if grad not in GRADS:
         raise MetatuneError(f"unknown grad mode {grad!r}; choose one of {GRADS}")
@@ -184,7 +203,11 @@ def rollout(
     if grad == "autograd":
         states, total = sim.simulate(x0, ps)
     elif grad == "adjoint":
-        states, total = _Adjoint.apply(sim, x0, *ps)
+        if segment < 1:
+            raise MetatuneError(f"segment must be >= 1, got {segment}")
+        states, total = _Adjoint.apply(sim, segment, store_states, x0, *ps)
     else:
         states, total = _Forward.apply(sim, x0, *ps)
+    if not store_states and grad != "adjoint":
+        states = states[-1:]
     return Rollout(states, total if cost is not None else None)

@@ -1,0 +1,299 @@
+"""Engine benchmarks: hypergradients against torchopt and theseus, and rollout gradients by mode.
+
+    python benchmarks/engine.py [--quick] [--out benchmarks/results/engine.json]
+
+Part 1, hypergradients of ridge regression with a sparse-plus-low-rank design
+(Hessian diag(a) + lambda I + U^T U, U of rank 20), dimension 10 to 10,000: the exact reference comes
+from the Woodbury identity. Each tool differentiates the same solution: time of the hypergradient
+(backward) and its relative error, side by side; theseus also solves (dense Gauss-Newton) and is timed
+end to end.
+Part 2, `rollout` on a batch of damped pendulums with a radial-basis-feature policy: time of one
+forward rollout, gradient time per mode and its ratio to the forward, and peak memory (RSS growth, each
+measurement in a fresh process) versus horizon 100 to 10,000 and versus parameter count 4 to 64.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ctypes
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import metatune as mt  # noqa: E402
+
+RANK = 20
+
+
+# ---------------------------------------------------------------------------------------------- part 1
+def ridge_problem(d: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    f64 = dict(dtype=torch.float64)
+    a = torch.rand(d, generator=g, **f64) + 0.5
+    b = torch.randn(d, generator=g, **f64)
+    U = torch.randn(RANK, d, generator=g, **f64) / d**0.5
+    c = torch.randn(RANK, generator=g, **f64)
+    target = torch.randn(d, generator=g, **f64)
+
+    def inner(w, lam):
+        return 0.5 * (a * (w - b) ** 2).sum() + 0.5 * ((U @ w - c) ** 2).sum() + 0.5 * lam * (w * w).sum()
+
+    def residuals(w, lam):
+        return torch.cat([a.sqrt() * (w - b), U @ w - c, lam.sqrt() * w])
+
+    def outer(w):
+        return 0.5 * ((w - target) ** 2).sum()
+
+    def reference(lam: float):
+        """w* and d outer/d lam by Woodbury: (D + U^T U)^-1 = D^-1 - D^-1 U^T (I + U D^-1 U^T)^-1 U D^-1."""
+        Dinv = 1.0 / (a + lam)
+        K = torch.eye(RANK, **f64) + (U * Dinv) @ U.T
+
+        def apply_inv(v):
+            return Dinv * v - Dinv * (U.T @ torch.linalg.solve(K, U @ (Dinv * v)))
+
+        w = apply_inv(a * b + U.T @ c)
+        return w, -(w - target) @ apply_inv(w)
+
+    return inner, residuals, outer, reference, a, U
+
+
+def timed(fn, repeat: int = 3):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def hypergrad_rows(dims: list[int], theseus_max: int) -> list[dict]:
+    import torchopt
+
+    rows = []
+    lam0 = 0.7
+    for d in dims:
+        inner, residuals, outer, reference, a, U = ridge_problem(d)
+        w_ref, g_ref = reference(lam0)
+        lam = torch.tensor(lam0, dtype=torch.float64, requires_grad=True)
+        t_solve, w_star = timed(lambda: mt.solve(inner, torch.zeros(d, dtype=torch.float64), lam, solver="lbfgs",
+                                                 lr=1.0, steps=500, tol=1e-11, hypergrad="none"), 1)
+        sol_err = float((w_star - w_ref).norm() / w_ref.norm())
+
+        def ours():
+            w = mt.solve(inner, w_star, lam, solver="gd", steps=1, lr=0.0, hypergrad="implicit")
+            return torch.autograd.grad(outer(w), lam)[0]
+
+        lipschitz = float(a.max()) + lam0 + float(torch.linalg.matrix_norm(U, 2)) ** 2
+
+        def ours_unroll():  # the same hypergradient by backprop through 300 GD steps from the solution
+            w = mt.solve(inner, w_star, lam, solver="gd", steps=300, lr=1.0 / lipschitz, hypergrad="truncated",
+                         truncate=300)
+            return torch.autograd.grad(outer(w), lam)[0]
+
+        def torchopt_implicit():
+            def stationarity(w, l):  # torchopt differentiates this with functorch: write it functionally
+                return torch.func.grad(inner, argnums=0)(w, l)
+
+            @torchopt.diff.implicit.custom_root(stationarity, argnums=1,
+                                                solve=torchopt.linear_solve.solve_cg(maxiter=200, rtol=1e-12))
+            def solve_fn(w0, l):
+                return w_star.clone()
+
+            return torch.autograd.grad(outer(solve_fn(w_star, lam)), lam)[0]
+
+        row = {"dim": d, "inner_solve_s": t_solve, "solution_rel_err": sol_err}
+        for name, fn in [("metatune_implicit", ours), ("metatune_truncated300", ours_unroll),
+                         ("torchopt_implicit", torchopt_implicit)]:
+            t, g = timed(fn)
+            row[f"{name}_s"] = t
+            row[f"{name}_rel_err"] = abs(float(g) - float(g_ref)) / abs(float(g_ref))
+        if d <= theseus_max:
+            def theseus_implicit():
+                w = mt.solve_least_squares(residuals, torch.zeros(d, dtype=torch.float64), lam.reshape(1),
+                                           backward="implicit", steps=3)
+                return torch.autograd.grad(outer(w), lam)[0]
+
+            t, g = timed(theseus_implicit, 1)
+            row["theseus_implicit_solve_and_grad_s"] = t
+            row["theseus_implicit_rel_err"] = abs(float(g) - float(g_ref)) / abs(float(g_ref))
+        row["torchopt_over_metatune_time"] = row["torchopt_implicit_s"] / row["metatune_implicit_s"]
+        rows.append(row)
+        print_row(row)
+    return rows
+
+
+def print_row(row: dict) -> None:
+    th = (f"{row['theseus_implicit_solve_and_grad_s']:9.3f}s {row['theseus_implicit_rel_err']:8.1e}"
+          if "theseus_implicit_rel_err" in row else f"{'not run':>20}")
+    print(f"{row['dim']:>6} | {row['metatune_implicit_s']:8.4f}s {row['metatune_implicit_rel_err']:8.1e} | "
+          f"{row['torchopt_implicit_s']:8.4f}s {row['torchopt_implicit_rel_err']:8.1e} | "
+          f"{row['metatune_truncated300_s']:8.4f}s {row['metatune_truncated300_rel_err']:8.1e} | {th} | "
+          f"{row['torchopt_over_metatune_time']:5.2f}x", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- part 2
+DT = 0.01
+
+
+def pendulum(x, u):
+    th, om = x[..., 0], x[..., 1]
+    om = om + DT * (-9.81 * torch.sin(th) - 0.2 * om + u[..., 0])
+    return torch.stack([th + DT * om, om], dim=-1)
+
+
+def rbf_policy(n_params: int):
+    centers = torch.linspace(-3, 3, n_params, dtype=torch.float64)
+
+    def policy(x, t, theta):
+        feats = torch.exp(-((x[..., :1] - centers) ** 2))  # [B, P]
+        return (feats * theta).sum(-1, keepdim=True) - 2.0 * x[..., 1:2]
+
+    return policy
+
+
+def cost(x, u, t):
+    return (x[..., 0] - 1.0) ** 2 + 1e-3 * u[..., 0] ** 2
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Peak resident-set growth over a block, sampled every millisecond by a thread (after malloc_trim)."""
+
+    def __enter__(self):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        self.base = self.peak = rss_bytes()
+        self.running = True
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self):
+        while self.running:
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def measure_rollout(mode: str, horizon: int, n_params: int, batch: int) -> dict:
+    """Run in a fresh process: one gradient of the summed cost; its time and peak RSS growth."""
+    torch.set_num_threads(1)
+    policy = rbf_policy(n_params)
+    x0 = torch.zeros(batch, 2, dtype=torch.float64)
+    x0[:, 0] = torch.linspace(-1, 1, batch, dtype=torch.float64)
+    theta = torch.zeros(n_params, dtype=torch.float64, requires_grad=True)
+    kw = dict(grad=mode, cost=cost, store_states=False)  # a tuner needs the cost's gradient, not every state
+    warm = mt.rollout(pendulum, x0, policy, theta, 10, **kw)  # allocator and thread-pool warm-up
+    torch.autograd.grad(warm.cost.sum(), theta)
+    t_fwd = float("inf")
+    with torch.no_grad():
+        for _ in range(2):
+            t0 = time.perf_counter()
+            mt.rollout(pendulum, x0, policy, theta.detach(), horizon, grad="autograd", cost=cost)
+            t_fwd = min(t_fwd, time.perf_counter() - t0)
+    t_grad = float("inf")
+    for _ in range(2):  # best of two for the time
+        t0 = time.perf_counter()
+        out = mt.rollout(pendulum, x0, policy, theta, horizon, **kw)
+        torch.autograd.grad(out.cost.sum(), theta)
+        t_grad = min(t_grad, time.perf_counter() - t0)
+        del out
+    with PeakRSS() as mem:
+        out = mt.rollout(pendulum, x0, policy, theta, horizon, **kw)
+        torch.autograd.grad(out.cost.sum(), theta)
+    states_bytes = (horizon + 1) * x0.numel() * x0.element_size()
+    return {"mode": mode, "horizon": horizon, "params": n_params, "batch": batch, "forward_s": t_fwd,
+            "grad_s": t_grad, "grad_over_forward": t_grad / t_fwd, "peak_mem_mb": mem.growth_mb,
+            "trajectory_mb": states_bytes / 2**20}
+
+
+def in_subprocess(mode: str, horizon: int, n_params: int, batch: int) -> dict:
+    cmd = [sys.executable, __file__, "--measure", mode, str(horizon), str(n_params), str(batch)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rollout_rows(horizons: list[int], param_counts: list[int], batch: int) -> list[dict]:
+    rows = []
+    print("\nRollout gradient of a summed cost (pendulum batch, RBF policy): forward = one no-grad rollout;")
+    print("peak MB = resident memory growth while computing the gradient; traj MB = size of the full trajectory")
+    print(f"{'mode':>8} {'T':>6} {'P':>4} | {'forward':>9} {'gradient':>9} {'ratio':>6} | {'peak MB':>8} {'traj MB':>8}")
+    configs = [(m, h, 8) for h in horizons for m in ("adjoint", "autograd", "forward")]
+    configs += [(m, 1000, p) for p in param_counts for m in ("adjoint", "forward") if p != 8]
+    configs = sorted(set(configs), key=configs.index)
+    for mode, horizon, p in configs:
+        if mode == "forward" and horizon > 1000 and p > 8:
+            continue
+        r = in_subprocess(mode, horizon, p, batch)
+        rows.append(r)
+        print(f"{mode:>8} {horizon:>6} {p:>4} | {r['forward_s']:8.3f}s {r['grad_s']:8.3f}s {r['grad_over_forward']:6.2f} | "
+              f"{r['peak_mem_mb']:8.2f} {r['trajectory_mb']:8.3f}", flush=True)
+    return rows
+
+
+def summarize(hyper: list[dict], roll: list[dict]) -> dict:
+    def get(mode, h, p):
+        return next((r for r in roll if r["mode"] == mode and r["horizon"] == h and r["params"] == p), None)
+
+    hs = sorted({r["horizon"] for r in roll})
+    s = {}
+    a_lo, a_hi = get("adjoint", hs[0], 8), get("adjoint", hs[-1], 8)
+    g_lo, g_hi = get("autograd", hs[0], 8), get("autograd", hs[-1], 8)
+    s["adjoint_grad_over_forward_max"] = max(r["grad_over_forward"] for r in roll if r["mode"] == "adjoint")
+    s["adjoint_memory_ratio_longest_over_shortest"] = (a_hi["peak_mem_mb"] + 1e-9) / (a_lo["peak_mem_mb"] + 1e-9)
+    s["autograd_memory_ratio_longest_over_shortest"] = (g_hi["peak_mem_mb"] + 1e-9) / (g_lo["peak_mem_mb"] + 1e-9)
+    ps = sorted({r["params"] for r in roll if r["horizon"] == 1000})
+    s["forward_sensitivity_grad_s_by_params"] = {p: get("forward", 1000, p)["grad_s"] for p in ps if get("forward", 1000, p)}
+    s["adjoint_grad_s_by_params"] = {p: get("adjoint", 1000, p)["grad_s"] for p in ps if get("adjoint", 1000, p)}
+    s["max_hypergrad_rel_err_metatune_implicit"] = max(r["metatune_implicit_rel_err"] for r in hyper)
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/engine.json"))
+    ap.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        mode, h, p, b = args.measure
+        print(json.dumps(measure_rollout(mode, int(h), int(p), int(b))))
+        return
+    dims = [10, 100, 1000] if args.quick else [10, 100, 1000, 10000]
+    horizons = [100, 1000] if args.quick else [100, 1000, 10000]
+    params = [4, 16] if args.quick else [4, 16, 64]
+    print("Hypergradient of ridge regression (time of the backward pass, relative error vs Woodbury closed form)")
+    print(f"{'dim':>6} | {'metatune implicit':>18} | {'torchopt implicit':>18} | {'metatune trunc-300':>18} | "
+          f"{'theseus implicit (solve+grad)':>20} | torchopt/metatune")
+    hyper = hypergrad_rows(dims, theseus_max=1000)
+    roll = rollout_rows(horizons, params, batch=16)
+    result = {"hypergradient": hyper, "rollout": roll, "summary": summarize(hyper, roll),
+              "torch": torch.__version__, "threads": torch.get_num_threads()}
+    print("\nsummary:", json.dumps(result["summary"], indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
