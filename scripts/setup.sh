@@ -22,8 +22,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 [ -x "$VENV/bin/python" ] || { echo "[setup] creating $VENV"; "$PY" -m venv "$VENV"; }
-PIP="$VENV/bin/python -m pip install --disable-pip-version-check -q"
 have() { "$VENV/bin/python" -c "$1" >/dev/null 2>&1; }
+
+# Fast path: everything installed since the last change of pyproject.toml or this script.
+if [ "$VENV/.installed" -nt pyproject.toml ] && [ "$VENV/.installed" -nt "$0" ] && have "
+import sys, torch, pytorch3d.renderer, theseus, sksparse, smplx, mujoco, cv2, torchopt, dm_control
+import metatune, envs, hmr, relight
+sys.exit(torch.__version__.split('+')[0] != '2.12.1')"; then
+  echo "[setup] ready: $VENV (up to date)"
+  exit 0
+fi
+# pip's own exit status decides; the filter only drops the index's noise about absent local mirrors.
+PIP=pip_install
+pip_install() {
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 
 # torch first: easypytorch3d's compiled _C is built against exactly this release.
 have "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.12.1')" || {
@@ -36,11 +50,9 @@ have "import sksparse" || { echo "[setup] installing scikit-sparse<0.5"; $PIP "n
 have "import theseus" || { echo "[setup] installing theseus-ai 0.2.3"; $PIP --no-build-isolation "theseus-ai==0.2.3"; }
 
 # The package itself (editable) with the rest of the stack and the dev extras.
-have "import metatune, envs, hmr, relight, torchopt, dm_control" && [ "$VENV/.installed" -nt pyproject.toml ] || {
-  echo "[setup] installing metatune (editable) and the rest of the stack"
-  $PIP -e ".[dev]"
-  touch "$VENV/.installed"
-}
-"$VENV/bin/python" -c "import torch, pytorch3d.renderer, theseus, smplx, mujoco, cv2" \
+echo "[setup] installing metatune (editable) and the rest of the stack"
+$PIP -e ".[dev]"
+"$VENV/bin/python" -c "import torch, pytorch3d.renderer, theseus, smplx, mujoco, cv2, torchopt, dm_control, metatune" \
   || { echo "[setup] the stack does not import; see the error above" >&2; exit 1; }
+touch "$VENV/.installed"
 echo "[setup] ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
