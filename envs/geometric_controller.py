@@ -50,7 +50,7 @@ class GeometricController:
         self.inertia = nominal.inertia(like)
         r = nominal.rotor_positions(like)
         spin = torch.tensor(Quadrotor.SPIN, dtype=torch.float64)
-        mixer = torch.stack([torch.ones(4, dtype=torch.float64), r[:, 1], -r[:, 0], nominal._p("kq", like) * spin])
+        mixer = torch.stack([torch.ones(4, dtype=torch.float64), r[:, 1], -r[:, 0], nominal.param("kq", like) * spin])
         self.unmix = torch.linalg.inv(mixer)  # [4, 4]: (thrust, torque) -> rotor thrusts
         self.gravity = nominal.gravity
 
@@ -101,6 +101,6 @@ class ClosedLoopQuadrotor:
     def step(self, x: Tensor, u: Tensor) -> Tensor:
         quad = self.quad
         wind = self.wind(x[..., 16])
-        aero = quad._p("drag", x)[..., None] * (wind - x[..., 7:10])
+        aero = quad.param("drag", x)[..., None] * (wind - x[..., 7:10])
         nxt = quad.step(x[..., :13], u[..., :4], aero=aero)
         return torch.cat([nxt, x[..., 13:16] + self.dt * u[..., 4:7], x[..., 16:17] + self.dt], -1)

@@ -5,8 +5,6 @@ uses the nominal pendulum's energy; the robots differ in mass, length, damping a
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -74,7 +72,3 @@ class PendulumSwingUp(TuningProblem):
         return torch.tensor([p["mass_pole"] / 0.2 - 1, p["length_pole"] / 0.5 - 1, p["damping_pole"] * 20 - 1,
                              p["payload_pole"] * 20 - 1], dtype=self.dtype)
 
-
-def wrap_angle(q: Tensor) -> Tensor:
-    """Angle in (-pi, pi]."""
-    return torch.remainder(q + math.pi, 2 * math.pi) - math.pi

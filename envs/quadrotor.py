@@ -41,24 +41,25 @@ class Quadrotor:
         self.gravity = float(gravity)
         self.nx, self.nu = 13, 4
 
-    def _p(self, key: str, like: Tensor) -> Tensor:
+    def param(self, key: str, like: Tensor) -> Tensor:
+        """Physical parameter `key` in the dtype and device of `like`."""
         return self.params[key].to(dtype=like.dtype, device=like.device)
 
     def rotor_positions(self, like: Tensor) -> Tensor:
         """Rotor positions in the body frame [..., 4, 3] (X configuration)."""
-        arm = self._p("arm", like)
+        arm = self.param("arm", like)
         angles = torch.tensor([math.pi / 4 + k * math.pi / 2 for k in range(4)], dtype=like.dtype,
                               device=like.device)
         return torch.stack([arm[..., None] * torch.cos(angles), arm[..., None] * torch.sin(angles),
                             torch.zeros_like(arm[..., None] * angles)], -1)
 
     def total_mass(self, like: Tensor) -> Tensor:
-        return self._p("mass", like) + self._p("payload", like)
+        return self.param("mass", like) + self.param("payload", like)
 
     def inertia(self, like: Tensor) -> Tensor:
         """Diagonal of the body inertia [..., 3]."""
-        return torch.stack(torch.broadcast_tensors(self._p("ixx", like), self._p("iyy", like),
-                                                   self._p("izz", like)), -1)
+        return torch.stack(torch.broadcast_tensors(self.param("ixx", like), self.param("iyy", like),
+                                                   self.param("izz", like)), -1)
 
     def wrench(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Collective thrust [...] and body torque [..., 3] of rotor thrusts u [..., 4]."""
@@ -66,12 +67,12 @@ class Quadrotor:
         spin = torch.tensor(self.SPIN, dtype=u.dtype, device=u.device)
         tx = (r[..., 1] * u).sum(-1)
         ty = -(r[..., 0] * u).sum(-1)
-        tz = self._p("kq", u) * (spin * u).sum(-1)
+        tz = self.param("kq", u) * (spin * u).sum(-1)
         return u.sum(-1), torch.stack(torch.broadcast_tensors(tx, ty, tz), -1)
 
     def aero_force(self, x: Tensor) -> Tensor:
         """World-frame aerodynamic force drag * (wind - v) [..., 3]."""
-        return self._p("drag", x)[..., None] * (self._p("wind", x) - x[..., 7:10])
+        return self.param("drag", x)[..., None] * (self.param("wind", x) - x[..., 7:10])
 
     def step(self, x: Tensor, u: Tensor, aero: Tensor | None = None) -> Tensor:
         """One MuJoCo-Euler step: x [..., 13], u [..., 4] -> x_next [..., 13].

@@ -109,3 +109,19 @@ def test_neural_gain_policy_starts_at_base_gains_and_depends_on_features():
     out = policy(tasks)
     assert not torch.allclose(out[0], out[1])
     assert torch.autograd.grad(out.sum(), policy.net[0].weight)[0].abs().sum() > 0
+
+
+def test_pd_on_two_link_arm_settles_at_target_and_schedule_interpolates():
+    from envs.pd import ScheduledPD, pd_log_gains
+
+    arm = make("arm2")
+    target = torch.tensor([0.7, -0.4, 0.0, 0.0], dtype=F64)
+    pd = ScheduledPD(arm, lambda t: target, horizon=600)
+    with torch.no_grad():
+        out = mt.rollout(arm.step, torch.zeros(4, dtype=F64), pd, pd_log_gains(5.0, 1.0, 2), 600, grad="autograd")
+    assert (out.states[-1] - target).abs().max() < 1e-3  # no gravity: PD has no steady-state error
+    # two knots: gains at the midpoint are the geometric mean of the knots' (log-linear interpolation)
+    two = torch.stack([pd_log_gains(4.0, 1.0, 2)[0], pd_log_gains(16.0, 4.0, 2)[0]])
+    pd_mid = ScheduledPD(arm, lambda t: target, horizon=3)
+    x = torch.zeros(4, dtype=F64)
+    assert torch.allclose(pd_mid(x, 1, two), 8.0 * target[:2])
