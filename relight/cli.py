@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
 
 from metatune import MetatuneError
+
+# MuJoCo reads MUJOCO_GL when first imported; the scene generator renders off-screen on CPU.
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
 VERBS = ("generate", "train", "evaluate", "adapt", "render", "export")
 

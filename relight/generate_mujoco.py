@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from relight.mujoco_loader import load_mujoco
 from relight.pointcloud import write_points_ply
 from relight.scene import save_image, write_transforms
 from relight.scene_layout import LayoutConfig, camera_poses, frame_plan
@@ -106,9 +106,8 @@ def surface_points(cfg: MujocoSceneConfig, rng: np.random.Generator) -> np.ndarr
 
 def generate_mujoco_scene(out: Path, cfg: MujocoSceneConfig | None = None) -> Path:
     """Write a full OLAT scene (both splits, images, points3d.ply) rendered by MuJoCo into `out`."""
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
-    import mujoco
     from metatune import MetatuneError
+    mujoco = load_mujoco()
 
     cfg = cfg or MujocoSceneConfig()
     if cfg.preset not in PRESETS:

@@ -105,6 +105,10 @@ class RelightModel(nn.Module):
     def colors(self, camera: Camera, light: Light, params: LightParams) -> Tensor:  # [N, 3]
         """Outgoing radiance of every Gaussian towards the camera."""
         log_intensity, shadow, indirect = params
+        # Per-Gaussian parameters are scaled by sqrt(N): one Gaussian covers ~1/N of the image, so without
+        # the gain a plain gradient step (the inner loop) would barely move them next to the intensity.
+        gain = math.sqrt(len(self))
+        shadow, indirect = shadow * gain, indirect * gain
         m = self.materials()
         vis = self.visibility(light).clamp(1e-4, 1 - 1e-4)
         vis = torch.sigmoid(torch.logit(vis) + shadow)

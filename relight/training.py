@@ -54,7 +54,7 @@ class TrainConfig:
 # Adam step sizes of stage 1, per parameter (the geometry moves slowly, materials quickly).
 FIT_LR = {"means": 1e-3, "quats": 2e-3, "log_scales": 5e-3, "opacity_logits": 0.05, "albedo_logit": 0.03,
           "specular_logit": 0.03, "log_shininess": 0.03, "normal_offset": 2e-3, "ambient_logit": 0.03,
-          "color_logit": 0.03, "log_intensity": 0.02, "shadow": 0.05, "indirect": 2e-3}
+          "color_logit": 0.03, "log_intensity": 0.02, "shadow": 1e-3, "indirect": 5e-5}
 
 
 def initial_points(scene: Scene, max_points: int, seed: int) -> Tensor:  # [P, 3]
