@@ -106,15 +106,17 @@ class _Adjoint(torch.autograd.Function):
             x_first = states[start if store else start // ctx.segment].detach().requires_grad_()
             outs, seeds = [], []
             with torch.enable_grad():
-                x = x_first
+                x, seg_cost = x_first, None
                 for t in range(start, stop):
                     x, c = sim.transition(x, t, leaves)
                     if store and t + 1 < stop:  # the loss also reads the states inside the segment
                         outs.append(x)
                         seeds.append(g_states[t + 1])
                     if c is not None:
-                        outs.append(c)
-                        seeds.append(g_cost)
+                        seg_cost = c if seg_cost is None else seg_cost + c
+                if seg_cost is not None:
+                    outs.append(seg_cost)
+                    seeds.append(g_cost)
                 outs.append(x)
                 seeds.append(lam)
                 gx, *gp = torch.autograd.grad(outs, (x_first, *leaves), seeds, allow_unused=True)
