@@ -40,11 +40,11 @@ def run_demo(args: argparse.Namespace, domains: dict[str, ModuleType]) -> int:
     from metatune.demo import engine_demo
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     wanted = args.only if args.only is not None else ["engine", *domains]
     unknown = sorted(set(wanted) - {"engine", *domains})
     if unknown:
         raise MetatuneError(f"unknown demo part(s) {unknown}; choose from {['engine', *domains]}")
+    out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict] = {}
     for part in wanted:
         t0 = time.perf_counter()
