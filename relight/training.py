@@ -153,6 +153,9 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
     else:
         module = build(cfg.method, initial_points(scene, cfg.max_points, cfg.seed))
         state = {}
+    if isinstance(module, LightPrior):
+        for light in {f.light for f in scene.frames}:
+            module.model.check_light(light)
     groups = [{"params": [p], "lr": FIT_LR[name.split(".")[-1]]} for name, p in module.named_parameters()]
     opt = torch.optim.Adam(groups, eps=1e-15)
     if state.get("optimizer") is not None:

@@ -121,3 +121,15 @@ def test_cli_verbs_and_bad_input(meta_run, scene, tmp_path, capsys):
                  "--out", str(tmp_path / "ad")]) == 0
     assert json.loads((tmp_path / "ad" / "adapt.json").read_text())["views"] == 1
     assert main(["relight", "export", "--checkpoint", str(meta_run), "--out", str(tmp_path / "g.ply")]) == 0
+
+
+def test_a_light_inside_the_object_is_rejected(scene, tmp_path):
+    import shutil
+    bad = tmp_path / "inside"
+    shutil.copytree(scene, bad)
+    tf = bad / "transforms_train.json"
+    meta = json.loads(tf.read_text())
+    meta["frames"][0]["pl_pos"] = [0.1, -0.1, 0.3]  # the centre of the glossy sphere
+    tf.write_text(json.dumps(meta))
+    with pytest.raises(MetatuneError, match="inside the object"):
+        training.train(bad, tmp_path / "run", cfg(), progress=False)
