@@ -47,7 +47,7 @@ def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: in
     out: dict[str, dict] = {}
     scatter = {}
     for name in ("regressor_only", "meta_fit", "smplify"):
-        params, jstd, seconds = [], [], 0.0
+        params, jstd, frozen, seconds = [], [], [], 0.0
         for s in range(0, len(people), batch):
             part = people.subset(slice(s, s + batch))
             prob = people_problem(body, part)
@@ -58,6 +58,7 @@ def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: in
             else:
                 res = fitter.fit(prob, steps=0 if name == "regressor_only" else None)
                 x, std = res.params, res.joint_std_mm
+                frozen.append(res.frozen.float())
             seconds += time.perf_counter() - t0
             params.append(x)
             jstd.append(std)
@@ -68,6 +69,7 @@ def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: in
         m["iterations"] = {"regressor_only": 0, "meta_fit": fitter.cfg.inner_steps,
                            "smplify": smplify_cfg.camera_steps + smplify_cfg.body_steps}[name]
         m["ms_per_person"] = 1000 * seconds / len(people)
+        m["frozen_fraction"] = float(torch.cat(frozen).mean()) if frozen else None
         out[name] = m
         scatter[name] = (std_flat.flatten(), err.flatten())
     with torch.no_grad():
