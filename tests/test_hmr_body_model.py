@@ -125,3 +125,33 @@ def test_npz_and_bad_files(tmp_path, arrays):
     partial = write_model_file(tmp_path / "partial.pkl", {"v_template": arrays["v_template"]})
     with pytest.raises(MetatuneError, match="lacks"):
         read_model_file(partial)
+
+
+def test_smplh_layout_file_loads_as_smplh_and_is_refused_for_fitting(tmp_path, arrays):
+    """An SMPL-H-format file (52 joints, hand PCA) built from the generated arrays: smplx.SMPLH runs it."""
+    data = dict(arrays)
+    v = arrays["v_template"].shape[0]
+    parents = list(PARENTS[:22]) + [20 if i % 3 == 0 else 22 + i - 1 for i in range(15)] \
+        + [21 if i % 3 == 0 else 37 + i - 1 for i in range(15)]
+    data["kintree_table"] = np.stack([np.where(np.array(parents) < 0, 2**32 - 1, parents), np.arange(52)])
+    weights = np.zeros((v, 52))
+    weights[:, :22] = arrays["weights"][:, :22]
+    weights[:, 20] += arrays["weights"][:, 22]
+    weights[:, 21] += arrays["weights"][:, 23]
+    data["weights"] = weights
+    data["J_regressor"] = np.concatenate([arrays["J_regressor"][:22], np.repeat(arrays["J_regressor"][22:23], 15, 0),
+                                          np.repeat(arrays["J_regressor"][23:24], 15, 0)])
+    data["posedirs"] = np.zeros((v, 3, 51 * 9))
+    for side in "lr":
+        data[f"hands_components{side}"] = np.eye(45)
+        data[f"hands_mean{side}"] = np.zeros(45)
+    path = tmp_path / "SMPLH_NEUTRAL.npz"
+    np.savez(path, **data)
+    model = load_smplx(path)
+    assert isinstance(model, smplx.SMPLH)
+    out = model(betas=torch.zeros(1, 10), global_orient=torch.zeros(1, 3), body_pose=torch.zeros(1, 63),
+                left_hand_pose=torch.zeros(1, 45), right_hand_pose=torch.zeros(1, 45))
+    torch.testing.assert_close(out.vertices[0], torch.tensor(arrays["v_template"], dtype=torch.float32),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(MetatuneError, match="SMPL-layout"):
+        BodyModel(model)
