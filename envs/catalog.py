@@ -19,15 +19,15 @@ def _rod(name: str, mass: float, length: float, damping: float) -> dict[str, flo
 
 # name -> (links, default parameters, dt, gravity)
 CHAINS: dict[str, tuple[list[Link], dict[str, float], float, float]] = {
-    "pendulum": ([Link("pole", "hinge", "", True)],
+    "pendulum": ([Link("pole", "hinge", True)],
                  {"mass_pole": 0.2, "length_pole": 0.5, "com_pole": 0.5, "inertia_pole": 1e-4,
                   "damping_pole": 0.05, "payload_pole": 0.0}, 0.01, 9.81),
-    "cartpole": ([Link("cart", "slide", "", True), Link("pole", "hinge", "", False)],
+    "cartpole": ([Link("cart", "slide", True), Link("pole", "hinge", False)],
                  {"mass_cart": 1.0, "damping_cart": 0.05, **_rod("pole", 0.1, 1.0, 1e-3)}, 0.01, 9.81),
-    "acrobot": ([Link("upper", "hinge", "", False), Link("lower", "hinge", "", True)],
+    "acrobot": ([Link("upper", "hinge", False), Link("lower", "hinge", True)],
                 {**_rod("upper", 1.0, 1.0, 0.05), **_rod("lower", 1.0, 1.0, 0.05)}, 0.01, 9.81),
     # a horizontal two-link arm: the same chain with gravity off (it moves in a table's plane)
-    "arm2": ([Link("upper", "hinge", "", True), Link("lower", "hinge", "", True)],
+    "arm2": ([Link("upper", "hinge", True), Link("lower", "hinge", True)],
              {**_rod("upper", 1.0, 0.5, 0.1), **_rod("lower", 0.6, 0.4, 0.1)}, 0.01, 0.0),
 }
 

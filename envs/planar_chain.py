@@ -16,11 +16,10 @@ from metatune.errors import MetatuneError
 
 @dataclass(frozen=True)
 class Link:
-    """One body of the chain: its joint and where its frame sits on its parent (names only)."""
+    """One body of the chain; a hinge link's frame sits at the tip of the hinge link before it."""
 
     name: str
     joint: str  # "hinge" (about +y) or "slide" (along +x; root only)
-    offset: str  # name of the parent's parameter giving this frame's distance along the parent (or "")
     actuated: bool
 
 

@@ -32,3 +32,16 @@ def test_neural_gain_policy_meta_trains_through_adjoint_rollouts():
     tuner.train(2, progress=False)
     after = list(tuner.init.net.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(after, before))
+
+
+def test_task_distribution_respects_ranges_and_seed_names_the_robots():
+    from envs.quadrotor_tracking import QUAD_TASKS
+
+    a, b = QUAD_TASKS.sample(20, torch.Generator().manual_seed(1)), QUAD_TASKS.sample(20, torch.Generator().manual_seed(1))
+    assert a == b and a != QUAD_TASKS.sample(20, torch.Generator().manual_seed(2))
+    for task in a:
+        for key, (lo, hi) in QUAD_TASKS.ranges.items():
+            assert lo <= task.params[key] <= hi
+        assert all(abs(w) <= m for w, m in zip(task.params["wind"], QUAD_TASKS.wind))
+        assert all(0 <= g <= m for g, m in zip(task.gust, QUAD_TASKS.gust))
+        assert task.params["ixx"] + task.params["iyy"] >= task.params["izz"]  # MuJoCo's inertia inequality
