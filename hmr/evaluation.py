@@ -97,8 +97,9 @@ def write_report(report: dict, out_dir: Path) -> None:
     for ax, name in zip(axes, ("meta_fit", "smplify")):
         std, err = report["scatter"][name]
         ax.scatter(std.numpy(), err.numpy(), s=3, alpha=0.4)
-        lim = float(max(std.max(), err.max() / 2.5))
-        ax.plot([0, lim], [0, 2.5 * lim], "r--", label="90% interval edge")
+        lo, hi = float(min(std.min(), err.min() / 2.5).clamp_min(1e-2)), float(max(std.max(), err.max() / 2.5))
+        ax.plot([lo, hi], [2.5 * lo, 2.5 * hi], "r--", label="90% interval edge")
+        ax.set(xscale="log", yscale="log")
         s = report["summary"][name]
         ax.set(title=f"{name}: Spearman {s['spearman']:.2f}, coverage {s['coverage90']:.2f}",
                xlabel="predicted per-axis std (mm)", ylabel="actual joint error (mm)")

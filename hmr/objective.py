@@ -123,5 +123,9 @@ def hessian_diagonal(body: BodyModel, params: Tensor,  # [B, 85]
 
 def laplace_std(body: BodyModel, params: Tensor,  # [B, 85]
                 prob: FitProblem, w: FitWeights) -> Tensor:  # [B, 85]
-    """Per-parameter std of the diagonal Laplace approximation at a fit (curvature floored at 1e-6)."""
-    return hessian_diagonal(body, params, prob, w).clamp_min(1e-6).rsqrt()
+    """Per-parameter std of the diagonal Laplace approximation at a fit.
+
+    The robust kernel can make the curvature vanish or go negative away from a minimum; it is floored at
+    1, so no parameter is reported less certain than +-1 of its unit (radian, metre, beta).
+    """
+    return hessian_diagonal(body, params, prob, w).clamp_min(1.0).rsqrt()
