@@ -24,7 +24,6 @@ class CartpoleBalance(TuningProblem):
     """Start tilted 0.15 rad from upright at x = 0, move the cart to `target` without dropping the pole."""
 
     name = "cartpole"
-    log_loss = True  # a robot whose pole falls costs 1000x one that balances
 
     def __init__(self, horizon: int = 300, dt: float = 0.01, target: float = 0.5,
                  distribution: TaskDistribution = CARTPOLE_TASKS, dtype: torch.dtype = torch.float64):

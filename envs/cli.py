@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--init", choices=("shared", "neural"), default="shared",
                     help="one meta-learned gain set, or a neural policy from task features to gains")
     tr.add_argument("--inner-steps", type=int, default=2)
-    tr.add_argument("--inner-lr", type=float, default=0.05)
+    tr.add_argument("--inner-lr", type=float, default=0.3)
     tr.add_argument("--outer-lr", type=float, default=0.05)
     tr.add_argument("--robots-per-task", type=int, default=4)
     tr.add_argument("--horizon", type=int, default=None)

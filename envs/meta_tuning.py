@@ -21,7 +21,7 @@ class RobotMetaConfig:
     method: str = "metasgd"       # metasgd (learned per-gain step sizes) or fomaml
     init: str = "shared"          # shared gains, or "neural": gains from task features
     inner_steps: int = 2
-    inner_lr: float = 0.05
+    inner_lr: float = 0.3         # on log-gains and log-cost: a step changes gains by tens of percent
     outer_lr: float = 0.05
     robots_per_task: int = 4      # robots simulated together in one rollout (one meta-task)
     seed: int = 0

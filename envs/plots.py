@@ -61,7 +61,7 @@ def plot_curves(curves: dict[str, list[float]], path: Path, title: str, xlabel: 
     for name, ys in curves.items():
         ax.plot(range(len(ys)), ys, "o-", ms=3, label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if log:
+    if log and all(y > 0 for ys in curves.values() for y in ys):
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -38,7 +38,7 @@ class TuningProblem(ABC):
     distribution: TaskDistribution
     dtype: torch.dtype
     grad: str = "adjoint"
-    log_loss: bool = False  # adapt on log(cost): scale-free steps where costs span decades across robots
+    log_loss: bool = True  # adapt on log(cost): scale-free steps, costs span decades across robots
 
     @abstractmethod
     def init_params(self) -> Tensor:

@@ -42,7 +42,8 @@ def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int |
     write_json(settings, out.with_suffix(".json"))
     plot_curves({"before adaptation": [h["inner_loss_before"] for h in history],
                  "after adaptation (query)": [h["outer_loss"] for h in history]},
-                out.with_suffix(".png"), f"{task}: meta-training", "meta-training step", "cost (sum over robots)")
+                out.with_suffix(".png"), f"{task}: meta-training", "meta-training step",
+                "sum over robots of log cost" if problem.log_loss else "cost (sum over robots)")
     return {"task": task, "steps": steps, "first_loss": history[0]["inner_loss_before"],
             "last_outer_loss": history[-1]["outer_loss"], "checkpoint": str(out)}
 

@@ -21,6 +21,8 @@ def random_params(name: str, gen: torch.Generator) -> dict:
         else:
             scale = 0.5 + torch.rand((), generator=gen).item()
             out[key] = default * scale if default else 0.2 * torch.rand((), generator=gen).item()
+    if "izz" in out:  # a rigid body needs ixx + iyy >= izz (MuJoCo checks it)
+        out["izz"] = min(out["izz"], 0.9 * (out["ixx"] + out["iyy"]))
     for key in list(out):
         if key.startswith("length_"):
             out["com_" + key[7:]] = out[key] * (0.3 + 0.5 * torch.rand((), generator=gen).item())
