@@ -67,12 +67,12 @@ def _adapt_or_evaluate(args: argparse.Namespace) -> int:
         raise MetatuneError(f"--steps must be >= 0, got {args.steps}")
     tasks = _robots(args, problem)
     if args.verb == "adapt":
-        result = adapt(problem, tuner, tasks, args.steps, args.out, args.backend)
+        result = adapt(problem, tuner, tasks, args.steps, args.out, args.backend, args.physics)
         keys = [k for k in ("untuned", "meta-tuned") if k in result]
         print(json.dumps({k: {"rmse_start": result[k]["rmse_start"], "rmse_adapted": result[k]["rmse_adapted"]}
                           for k in keys}, indent=2))
     else:
-        result = evaluate(problem, tuner, tasks, args.steps, args.backend, args.out)
+        result = evaluate(problem, tuner, tasks, args.steps, args.backend, args.out, args.physics)
         print(json.dumps(result["summary"], indent=2))
     print(f"wrote {args.out}/tracking.png, adaptation.png, metrics.json")
     return 0
@@ -105,7 +105,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--seed", type=int, default=12345, help="names the unseen robots")
         p.add_argument("--param", action="append", default=[], help="override a physical parameter, key=value")
         p.add_argument("--steps", type=int, default=3, help="adaptation steps")
-        p.add_argument("--backend", choices=("torch", "mujoco"), default="torch")
+        p.add_argument("--backend", choices=("torch", "mujoco"), default="torch",
+                       help="physics that the reported trajectories are simulated with")
+        p.add_argument("--physics", choices=("torch", "mujoco"), default="torch",
+                       help="physics the adaptation gradients go through (mujoco: mj_step + transitionFD)")
         p.add_argument("--out", type=Path, default=Path(f"runs/robot/{verb}"))
         p.set_defaults(func=_adapt_or_evaluate)
 

@@ -44,14 +44,15 @@ def make_tuner(problem: TuningProblem, cfg: RobotMetaConfig, log_path: Path | No
 
 
 def gradient_descent(problem: TuningProblem, params: Tensor, tasks: list[RobotTask], steps: int,
-                     lr: float | Tensor) -> tuple[Tensor, Tensor]:
+                     lr: float | Tensor, physics: str = "torch") -> tuple[Tensor, Tensor]:
     """Plain adjoint gradient steps on each robot's own loss (as `problem.loss` defines it):
-    params [B, ...]; returns the adapted params and each robot's mean cost [steps+1, B]."""
+    params [B, ...]; returns the adapted params and each robot's mean cost [steps+1, B]. physics "mujoco"
+    takes the gradients through MuJoCo itself (see TuningProblem.robot_losses)."""
     x = params.detach().clone()
     losses = []
     for k in range(steps + 1):
         leaf = x.requires_grad_()
-        per_robot = problem.robot_losses(leaf, tasks)
+        per_robot = problem.robot_losses(leaf, tasks, physics=physics)
         losses.append(per_robot.detach())
         if k == steps:
             break

@@ -12,6 +12,7 @@ from envs.geometric_controller import ClosedLoopQuadrotor, GeometricController, 
 from envs.quadrotor import Quadrotor
 from envs.tasks import RobotTask, TaskDistribution, stack_params
 from envs.tuning_problem import Trajectory, TuningProblem
+from metatune.errors import MetatuneError
 
 QUAD_TASKS = TaskDistribution(
     "quadrotor",
@@ -72,6 +73,10 @@ class QuadrotorTracking(TuningProblem):
         wind = list(p["wind"])
         return torch.tensor([p["mass"] + p["payload"] - 1.0, p["drag"] * 5 - 1, *(w / 3 for w in wind),
                              *(g / 2 for g in task.gust), task.gust_hz], dtype=self.dtype)
+
+    def mujoco_step(self, tasks: list[RobotTask]):
+        raise MetatuneError("quadrotor gradients through MuJoCo are not offered: the gusty aerodynamic force is "
+                            "not part of the MJCF; adapt on the torch model and evaluate with --backend mujoco")
 
     def simulate_mujoco(self, params: Tensor, tasks: list[RobotTask]) -> Trajectory:
         """The same closed loops simulated by MuJoCo, one robot at a time (MJCF written by each robot;

@@ -61,9 +61,18 @@ class TuningProblem(ABC):
         p = self.init_params()
         return p.expand(n, *p.shape).clone()
 
-    def robot_losses(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> Tensor:
-        """Mean per-step cost of each robot's closed loop [B] (differentiable in params [B, ...])."""
+    def robot_losses(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None,
+                     physics: str = "torch") -> Tensor:
+        """Mean per-step cost of each robot's closed loop [B] (differentiable in params [B, ...]).
+
+        physics: "torch" (the torch models) or "mujoco" (each robot's MJCF stepped by MuJoCo, differentiated
+        through mjd_transitionFD Jacobians).
+        """
         step, x0, policy, cost = self.closed_loop(tasks)
+        if physics == "mujoco":
+            step = self.mujoco_step(tasks)
+        elif physics != "torch":
+            raise mt.MetatuneError(f"unknown physics {physics!r}; choose 'torch' or 'mujoco'")
         out = mt.rollout(step, x0, policy, params, self.horizon, grad=grad or self.grad, cost=cost)
         return out.cost / self.horizon
 
@@ -82,6 +91,17 @@ class TuningProblem(ABC):
     def mjcf(self, task: RobotTask) -> str:
         """The task's robot as MJCF (for simulating the closed loop in MuJoCo)."""
         raise NotImplementedError
+
+    def mujoco_step(self, tasks: list[RobotTask]):
+        """A differentiable step(x [B, nx], u [B, nu]) that advances robot i with MuJoCo on its own MJCF."""
+        from envs.mujoco_dynamics import MujocoDynamics
+
+        models = [MujocoDynamics(self.mjcf(task)) for task in tasks]
+
+        def step(x: Tensor, u: Tensor) -> Tensor:
+            return torch.stack([m.step(x[i], u[i]) for i, m in enumerate(models)])
+
+        return step
 
     def simulate_mujoco(self, params: Tensor, tasks: list[RobotTask]) -> Trajectory:
         """The same closed loops with MuJoCo as the physics (each robot's own MJCF), without gradients."""

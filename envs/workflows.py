@@ -81,16 +81,20 @@ def starts(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[Robot
 
 
 def adapt(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[RobotTask], steps: int,
-          out_dir: Path, backend: str = "torch") -> dict[str, Any]:
-    """Adapt to unseen robots by adjoint gradient steps from each start; plots and JSON into out_dir."""
+          out_dir: Path, backend: str = "torch", physics: str = "torch") -> dict[str, Any]:
+    """Adapt to unseen robots by adjoint gradient steps from each start; plots and JSON into out_dir.
+
+    physics: what the adaptation gradients differentiate (torch models or MuJoCo); backend: what the
+    reported trajectories are simulated with.
+    """
     if backend not in ("torch", "mujoco"):
         raise mt.MetatuneError(f"unknown backend {backend!r}; choose 'torch' or 'mujoco'")
     out_dir = Path(out_dir)
     curves, runs, metrics = {}, {}, {"task": problem.name, "robots": [t.describe() for t in tasks],
-                                     "steps": steps, "backend": backend}
+                                     "steps": steps, "backend": backend, "physics": physics}
     simulate = problem.simulate_mujoco if backend == "mujoco" else problem.simulate
     for name, (start, lr) in starts(problem, tuner, tasks).items():
-        params, losses = gradient_descent(problem, start, tasks, steps, lr)
+        params, losses = gradient_descent(problem, start, tasks, steps, lr, physics)
         curves[name] = losses.mean(1).tolist()
         before, after = simulate(start, tasks), simulate(params, tasks)
         runs[f"{name} start"] = before
@@ -105,9 +109,9 @@ def adapt(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[RobotT
 
 
 def evaluate(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[RobotTask], steps: int,
-             backend: str, out_dir: Path) -> dict[str, Any]:
+             backend: str, out_dir: Path, physics: str = "torch") -> dict[str, Any]:
     """Tracking RMSE over robots: untuned vs meta-tuned, at the start and after `steps` adaptation steps."""
-    metrics = adapt(problem, tuner, tasks, steps, out_dir, backend)
+    metrics = adapt(problem, tuner, tasks, steps, out_dir, backend, physics)
     summary = {}
     for name in ("untuned", "meta-tuned"):
         if name in metrics:

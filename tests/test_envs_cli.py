@@ -12,7 +12,7 @@ def test_train_then_adapt_writes_plots_and_metrics(tmp_path, capsys):
                  "--robots-per-task", "1", "--inner-steps", "1", "--out", str(ckpt)]) == 0
     out = tmp_path / "adapt"
     assert main(["robot", "adapt", "--checkpoint", str(ckpt), "--steps", "1", "--out", str(out),
-                 "--backend", "mujoco", "--param", "payload_pole=0.05"]) == 0
+                 "--backend", "mujoco", "--physics", "mujoco", "--param", "payload_pole=0.05"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["robots"][0]["params"]["payload_pole"] == 0.05
     assert len(metrics["meta-tuned"]["cost_by_step"]) == 2 and len(metrics["untuned"]["rmse_adapted"]) == 1
@@ -26,6 +26,7 @@ def test_train_then_adapt_writes_plots_and_metrics(tmp_path, capsys):
     (["robot", "evaluate", "--checkpoint", "/nonexistent/tuner.pt"], "checkpoint not found"),
     (["robot", "adapt", "--task", "cartpole", "--robots", "0"], "--robots"),
     (["robot", "train", "--task", "pendulum", "--method", "maml"], "first-order"),
+    (["robot", "adapt", "--task", "quadrotor", "--physics", "mujoco"], "not part of the MJCF"),
 ])
 def test_bad_input_exits_2_naming_the_problem(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "x")]) == 2

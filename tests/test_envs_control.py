@@ -125,3 +125,14 @@ def test_pd_on_two_link_arm_settles_at_target_and_schedule_interpolates():
     pd_mid = ScheduledPD(arm, lambda t: target, horizon=3)
     x = torch.zeros(4, dtype=F64)
     assert torch.allclose(pd_mid(x, 1, two), 8.0 * target[:2])
+
+
+def test_adaptation_gradient_through_mujoco_matches_torch_model():
+    """The same closed loop differentiated through MuJoCo (mjd_transitionFD) and through the torch model."""
+    problem = CartpoleBalance(horizon=40)
+    tasks = problem.sample_tasks(2, seed=4)
+    grads = {}
+    for physics in ("torch", "mujoco"):
+        leaf = problem.batch_params(2).requires_grad_()
+        (grads[physics],) = torch.autograd.grad(problem.robot_losses(leaf, tasks, physics=physics).sum(), leaf)
+    assert torch.allclose(grads["mujoco"], grads["torch"], rtol=1e-4, atol=1e-6 * grads["torch"].abs().max())
