@@ -40,7 +40,7 @@ def _checked_call(fn: Callable, x: Tensors, h: Tensors, residual: bool) -> Tenso
 def solve(
     inner_loss: Callable[[Tensors, Tensors], Tensor],
     init: Tensors,
-    hparams: Tensors,
+    hparams: Tensors | None,
     *,
     solver: str = "gd",
     steps: int = 100,
@@ -60,7 +60,7 @@ def solve(
     `truncate` steps), "implicit" (implicit function theorem, `linear_solver` "cg" or "neumann" on
     Hessian-vector products; exact at a converged minimum), "none" (detached).
     solver: "gd", "adam", "lbfgs", or "gauss_newton" (then inner_loss returns residuals r, loss = 0.5 |r|^2).
-    Stops early when the gradient norm falls below `tol`.
+    Stops early when the gradient norm falls below `tol`. `hparams=None`: plain minimisation (inner_loss gets None).
     """
     if hypergrad not in HYPERGRADS:
         raise MetatuneError(f"unknown hypergrad mode {hypergrad!r}; choose one of {HYPERGRADS}")
@@ -71,11 +71,12 @@ def solve(
     if hypergrad == "truncated" and not 1 <= truncate:
         raise MetatuneError(f"truncate must be >= 1, got {truncate}")
     x0, x_single = flatten(init, "init")
-    h, h_single = flatten(hparams, "hparams")
+    h, h_single = flatten(hparams, "hparams") if hparams is not None else ((), False)
     residual_form = solver == "gauss_newton"
 
     def raw(x: tuple[Tensor, ...], hh: tuple[Tensor, ...]) -> Tensor:
-        return _checked_call(inner_loss, unflatten(x, x_single), unflatten(hh, h_single), residual_form)
+        return _checked_call(inner_loss, unflatten(x, x_single), unflatten(hh, h_single) if hh else None,
+                             residual_form)
 
     def scalar(x: tuple[Tensor, ...], hh: tuple[Tensor, ...]) -> Tensor:
         out = raw(x, hh)
@@ -107,7 +108,7 @@ def solve(
         n += n2
     else:
         x, loss, gnorm, n = run(tuple(t.detach() for t in x0), detached_h, steps, False, 0)
-        if hypergrad == "implicit":
+        if hypergrad == "implicit" and h:
             x = implicit_solution(scalar, x, h, linear_solver,
                                   {"steps": linear_steps, "tol": linear_tol})
         else:

@@ -34,3 +34,8 @@ def test_implicit_refuses_a_saddle():
     x = mt.solve(lambda x, h: (h * torch.tensor([1.0, -1.0]) * x * x).sum(), torch.zeros(2), h, steps=1)
     with pytest.raises(mt.MetatuneError, match="not positive definite"):
         (x.sum() + (x * h).sum()).backward()
+
+
+def test_plain_minimisation_without_hparams():
+    x = mt.solve(lambda x, h: ((x - 3.0) ** 2).sum(), torch.zeros(2), None, solver="lbfgs", lr=1.0, steps=20)
+    torch.testing.assert_close(x, torch.full((2,), 3.0))
