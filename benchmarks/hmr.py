@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     fitter.train()
     calibration = fitter.calibrate(make_split(body, "train", 128))
     train_s = time.perf_counter() - t0
+    fitter.save(Path(__file__).parent / "results" / "hmr_meta.pt")   # reusable: metatune hmr evaluate/infer
     res = evaluate_fits(body, fitter, make_split(body, "heldout", people), batch=64)
     res.pop("_scatter")
 
