@@ -19,7 +19,7 @@ from hmr.synthetic import SyntheticConfig, make_people, make_split
 from hmr.training_plot import plot_training
 
 
-def _background(width: int, height: int) -> np.ndarray:  # [H, W, 3] uint8: sky-to-floor gradient
+def gradient_background(width: int, height: int) -> np.ndarray:  # [H, W, 3] uint8: sky-to-floor gradient
     t = np.linspace(0, 1, height)[:, None, None]
     top, bottom = np.array([200, 215, 230]), np.array([120, 110, 100])
     return np.broadcast_to((1 - t) * top + t * bottom, (height, width, 3)).astype(np.uint8)
@@ -31,7 +31,7 @@ def person_image(body: BodyModel, params: torch.Tensor,  # [1, 85]
     o, p, b, t = unpack(params)
     with torch.no_grad():
         verts, _ = body(b, global_rotation(o), p)
-    return overlay(_background(width, height), verts + t[:, None], torch.as_tensor(body.faces), focal,
+    return overlay(gradient_background(width, height), verts + t[:, None], torch.as_tensor(body.faces), focal,
                    (width / 2, height / 2), opacity=1.0, render_px=240,
                    colours=np.array([[0.62, 0.70, 0.82]]))
 

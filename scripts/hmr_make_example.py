@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hmr.body_model import BodyModel, generated_model_path  # noqa: E402
-from hmr.demo import _background  # noqa: E402
+from hmr.demo import gradient_background  # noqa: E402
 from hmr.keypoints import BODY25_TO_SMPLX, COCO17_TO_SMPLX, body25_json  # noqa: E402
 from hmr.objective import global_rotation, unpack  # noqa: E402
 from hmr.overlay import overlay  # noqa: E402
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         verts, joints = body(b, global_rotation(o), p)
     verts, joints = verts + t[:, None], joints + t[:, None]
     uv = f * joints[..., :2] / joints[..., 2:] + torch.tensor([w / 2, h / 2])
-    img = overlay(_background(w, h), verts, torch.as_tensor(body.faces), f, (w / 2, h / 2), opacity=1.0,
+    img = overlay(gradient_background(w, h), verts, torch.as_tensor(body.faces), f, (w / 2, h / 2), opacity=1.0,
                   render_px=240, colours=np.array([[0.62, 0.70, 0.82]]))
     args.out.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out / "image.png"), img[..., ::-1])
