@@ -14,7 +14,8 @@ TORSO_PAIRS = [(12, 0), (17, 2), (16, 1)]   # neck-pelvis, right shoulder-hip, l
 
 def default_focal(width: Tensor | float, height: Tensor | float) -> Tensor:
     """Focal length in pixels assumed when none is known (about 45 degrees across the longer side)."""
-    return 1.2 * torch.maximum(torch.as_tensor(width, dtype=torch.float32), torch.as_tensor(height, dtype=torch.float32))
+    w, h = torch.as_tensor(width, dtype=torch.float32), torch.as_tensor(height, dtype=torch.float32)
+    return 1.2 * torch.maximum(w, h)
 
 
 def project(points: Tensor,  # [B, N, 3] camera coordinates

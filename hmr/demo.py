@@ -43,7 +43,8 @@ def _untranslated(body: BodyModel, params: torch.Tensor):
 
 
 def run_demo(out_dir: Path, pretrain_steps: int = 300, meta_steps: int = 15) -> dict:
-    """Writes person.png, keypoints.json, meta.pt, training.png, overlay.png, person_0.obj, result.json, metrics.json."""
+    """Writes person.png, keypoints.json, meta.pt, training.png, overlay.png, person_0.obj, result.json,
+    metrics.json (and the baseline's fit under smplify/)."""
     torch.manual_seed(0)
     out_dir.mkdir(parents=True, exist_ok=True)
     body = BodyModel.load()

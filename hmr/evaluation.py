@@ -76,7 +76,8 @@ def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: in
         start = mean_start(body, people_problem(body, people))
     out["mean_start"] = {k: float(v.mean()) for k, v in _mesh_metrics(body, start, people).items()}
     out["ratios"] = {"pa_mpjpe_meta_over_smplify": out["meta_fit"]["pa_mpjpe_mm"] / out["smplify"]["pa_mpjpe_mm"],
-                     "iterations_smplify_over_meta": out["smplify"]["iterations"] / max(out["meta_fit"]["iterations"], 1)}
+                     "iterations_smplify_over_meta":
+                         out["smplify"]["iterations"] / max(out["meta_fit"]["iterations"], 1)}
     out["_scatter"] = scatter
     return out
 

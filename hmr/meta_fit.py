@@ -185,7 +185,8 @@ class MetaFitter:
             raise mt.MetatuneError(f"checkpoint not found: {path} (with {sidecar(path).name})")
         try:
             meta = json.loads(sidecar(path).read_text())
-            cfg = MetaFitConfig(**{f.name: meta["config"][f.name] for f in fields(MetaFitConfig) if f.name in meta["config"]})
+            known = {f.name for f in fields(MetaFitConfig)}
+            cfg = MetaFitConfig(**{k: v for k, v in meta["config"].items() if k in known})
             weights = FitWeights(**meta["weights"])
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise mt.MetatuneError(f"checkpoint sidecar {sidecar(path)} is malformed: {err}") from None

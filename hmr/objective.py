@@ -1,8 +1,8 @@
 """The fitting objective: robust reprojection plus pose, joint-angle, shape and camera-depth priors.
 
 A person's parameters are one vector of 85 values: orientation (3, axis-angle, relative to facing the
-camera), body pose (69), shape (10) and camera-frame translation (3). Every term is a negative log-density, so the curvature of
-the loss is a precision and its inverse a variance.
+camera), body pose (69), shape (10) and camera-frame translation (3). Every term is a negative
+log-density, so the curvature of the loss is a precision and its inverse a variance.
 """
 from __future__ import annotations
 
