@@ -1,6 +1,7 @@
 """Controllers against closed forms: LQR, hover equilibrium, disturbance observer, gradients."""
 import math
 
+import pytest
 import torch
 
 import metatune as mt
@@ -136,3 +137,12 @@ def test_adaptation_gradient_through_mujoco_matches_torch_model():
         leaf = problem.batch_params(2).requires_grad_()
         (grads[physics],) = torch.autograd.grad(problem.robot_losses(leaf, tasks, physics=physics).sum(), leaf)
     assert torch.allclose(grads["mujoco"], grads["torch"], rtol=1e-4, atol=1e-6 * grads["torch"].abs().max())
+
+
+def test_diverging_torch_closed_loop_raises_named_error_not_nan_gradient():
+    problem = QuadrotorTracking(horizon=200, dt=0.02)
+    tasks = problem.sample_tasks(1, seed=0)
+    wild = problem.batch_params(1) + torch.tensor([0.0, 0.0, 4.0, 4.0, 0.0], dtype=F64)  # attitude gains x55
+    leaf = wild.requires_grad_()
+    with pytest.raises(mt.MetatuneError, match="diverged"):
+        problem.loss(leaf, tasks).backward()
