@@ -16,7 +16,7 @@ import metatune as mt
 from hmr.body_model import BodyModel
 from hmr.joint_uncertainty import joint_std_mm, root_relative_joints
 from hmr.metrics import calibration_scale, procrustes_align
-from hmr.objective import FitProblem, FitWeights, fit_loss, hessian_diagonal
+from hmr.objective import PARAM_DIM, FitProblem, FitWeights, fit_loss, hessian_diagonal
 from hmr.regressor import KeypointRegressor
 from hmr.synthetic import People, SyntheticConfig, make_people, people_problem
 
@@ -75,16 +75,19 @@ class MetaFitter:
     """Train / adapt / evaluate the meta-learned fit for SMPL-layout bodies and BODY_25 keypoints."""
 
     def __init__(self, body: BodyModel, config: MetaFitConfig | None = None, weights: FitWeights | None = None,
-                 data: SyntheticConfig | None = None, log_path: str | Path | None = None) -> None:
+                 data: SyntheticConfig | None = None, log_path: str | Path | None = None,
+                 scale: Tensor | None = None) -> None:
+        """scale: the fit's diagonal preconditioner [85]; None measures it on reference training people."""
         self.body, self.cfg = body, config or MetaFitConfig()
         self.weights, self.data = weights or FitWeights(), data or SyntheticConfig()
         torch.manual_seed(self.cfg.seed)
         self.regressor = KeypointRegressor(body, hidden=self.cfg.hidden)
         # Run the fit in units where the objective's curvature is about 1 for every parameter, so one
         # initial step size suits orientation, pose, shape and translation alike.
-        ref = make_people(body, 32, seed=2000 + self.cfg.seed, cfg=self.data)
-        ref_prob = people_problem(body, ref)
-        self.init = _ScaledInit(self.regressor, curvature_scale(body, ref_prob, ref.params, self.weights))
+        if scale is None:
+            ref = make_people(body, 32, seed=2000 + self.cfg.seed, cfg=self.data)
+            scale = curvature_scale(body, people_problem(body, ref), ref.params, self.weights)
+        self.init = _ScaledInit(self.regressor, scale)
         meta = mt.MetaConfig(method="uncertainty", inner_steps=self.cfg.inner_steps, inner_lr=self.cfg.inner_lr,
                              outer_lr=self.cfg.outer_lr, meta_batch=self.cfg.meta_batch, batch_dims=1,
                              prior_std=self.cfg.prior_std, freeze_ratio=self.cfg.freeze_ratio,
@@ -190,7 +193,7 @@ class MetaFitter:
             weights = FitWeights(**meta["weights"])
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise mt.MetatuneError(f"checkpoint sidecar {sidecar(path)} is malformed: {err}") from None
-        fitter = cls(body, cfg, weights)
+        fitter = cls(body, cfg, weights, scale=torch.ones(PARAM_DIM))   # the checkpoint holds the scale
         fitter.tuner.load(path)
         fitter.calibration = float(meta["calibration"])
         return fitter
