@@ -28,7 +28,7 @@ Task = tuple[FitProblem, Tensor]  # keypoint problem, true root-relative joints 
 @dataclass
 class MetaFitConfig:
     inner_steps: int = 10
-    inner_lr: float = 1.0          # initial step size of every parameter (learned per parameter)
+    inner_lr: float = 0.3          # initial step size of every parameter (learned per parameter)
     prior_std: float = 1.0         # initial prior std of every parameter (learned per parameter)
     freeze_ratio: float = 0.02     # freeze a parameter once its std < ratio * prior std
     probes: int = 2                # Hutchinson probes per step for the curvature
