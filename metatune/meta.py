@@ -25,6 +25,7 @@ class MetaConfig:
     inner_steps: int = 5
     inner_lr: float = 1e-2        # the step size (the initial value of the learned ones)
     outer_lr: float = 1e-3
+    step_outer_lr: float | None = None  # outer lr of the log step sizes / log prior stds (None: outer_lr)
     meta_batch: int = 8
     first_order: bool | None = None  # None: True for "fomaml", False otherwise
     batch_dims: int = 0           # leading parameter dims indexing independent problems
@@ -88,6 +89,8 @@ class MetaTuner:
         self.optimizer: torch.optim.Optimizer | None = None
         self.step_count = 0
         torch.manual_seed(self.config.seed)
+        if isinstance(self.init, _FixedInit):  # shapes known now; an amortised init reveals them on first use
+            self._ensure_meta(tuple(self.init.values))
 
     # -- meta-parameters ---------------------------------------------------------------------------
     def _start(self, task: Task) -> tuple[Tensor, ...]:
@@ -113,12 +116,22 @@ class MetaTuner:
 
     def meta_parameters(self) -> list[nn.Parameter]:
         """The parameters meta-training updates for the configured method."""
-        ps = list(self.init.parameters())
+        return [p for group in self._param_groups() for p in group["params"]]
+
+    def _param_groups(self) -> list[dict]:
+        if self.log_lr is None:
+            raise MetatuneError("the step-size parameters are created on the first adapt/train call "
+                                "(an nn.Module init reveals the parameter shapes only then)")
+        groups = [{"params": list(self.init.parameters()), "lr": self.config.outer_lr}]
+        steps = []
         if self.config.method in ("metasgd", "uncertainty"):
-            ps += list(self.log_lr)
+            steps += list(self.log_lr)
         if self.config.method == "uncertainty":
-            ps += list(self.log_prior_std)
-        return ps
+            steps += list(self.log_prior_std)
+        if steps:
+            lr = self.config.step_outer_lr if self.config.step_outer_lr is not None else self.config.outer_lr
+            groups.append({"params": steps, "lr": lr})
+        return groups
 
     def _lrs(self) -> tuple[Tensor, ...]:
         if self.config.method in ("metasgd", "uncertainty"):
@@ -156,7 +169,7 @@ class MetaTuner:
                 raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
                                     "lower outer_lr or inner_lr")
             if self.optimizer is None:
-                self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=cfg.outer_lr)
+                self.optimizer = torch.optim.Adam(self._param_groups())
             self.optimizer.zero_grad()
             outer.backward()
             torch.nn.utils.clip_grad_norm_(self.meta_parameters(), cfg.grad_clip)
@@ -226,6 +239,6 @@ class MetaTuner:
             self.log_prior_std = nn.ParameterList([nn.Parameter(t.clone()) for t in state["log_prior_std"]])
         self.optimizer = None
         if state["optimizer"] is not None:
-            self.optimizer = torch.optim.Adam(self.meta_parameters(), lr=self.config.outer_lr)
+            self.optimizer = torch.optim.Adam(self._param_groups())
             self.optimizer.load_state_dict(state["optimizer"])
         return self
