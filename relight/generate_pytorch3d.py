@@ -1,7 +1,6 @@
 """Render OLAT scenes with PyTorch3D's mesh rasterizer, shaded by our Blinn-Phong with a shadow map."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 

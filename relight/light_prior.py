@@ -1,7 +1,7 @@
 """The start of the light-dependent parameters for any light, holding the shared light-independent model."""
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from relight.model import LightParams, RelightModel
 
@@ -24,6 +24,3 @@ class LightPrior(nn.Module):
     def forward(self, task: object = None) -> LightParams:
         return (self.log_intensity, self.shadow, self.indirect)
 
-    def fixed(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The start, detached (for rendering unseen lights without adaptation)."""
-        return tuple(t.detach() for t in self.forward())  # type: ignore[return-value]

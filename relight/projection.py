@@ -1,7 +1,6 @@
 """Projection of 3D Gaussians to screen-space 2D Gaussians (EWA splatting, as in 3D Gaussian splatting)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -67,7 +66,3 @@ def project_one(mean: Tensor,  # [3]
     uv = torch.stack([camera.fx * x / z + camera.cx, camera.fy * y / z + camera.cy])
     return uv, cov2d, z
 
-
-def cutoff_radius(opacity: float) -> float:
-    """Mahalanobis distance at which o exp(-d^2/2) falls to ALPHA_MIN."""
-    return math.sqrt(2 * math.log(max(opacity / ALPHA_MIN, 1.0)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from metatune import MetatuneError
