@@ -131,24 +131,25 @@ class _Adjoint(torch.autograd.Function):
 
 class _Forward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, sim: _Sim, x0: Tensor, *params: Tensor):
+    def forward(ctx, sim: _Sim, store: bool, x0: Tensor, *params: Tensor):
         from torch.func import jvp, vmap
 
         shapes = [x0.shape, *(p.shape for p in params)]
         sizes = [s.numel() for s in shapes]
-        n = sum(sizes)
         dtype, device = x0.dtype, x0.device
 
         def split(theta: Tensor) -> tuple[Tensor, ...]:
             return tuple(c.reshape(s) for c, s in zip(torch.split(theta, sizes), shapes))
 
+        # One tangent direction per scalar of each input that needs a gradient (x0 included only if so).
+        wanted = [torch.full((n,), bool(need), dtype=torch.bool) for n, need in zip(sizes, ctx.needs_input_grad[2:])]
+        eye = torch.eye(sum(sizes), dtype=dtype, device=device)[torch.cat(wanted)]  # [m, n]
         theta = torch.cat([x0.reshape(-1), *(p.reshape(-1) for p in params)])
-        eye = torch.eye(n, dtype=dtype, device=device)
         x = x0
-        sens = vmap(lambda e: split(e)[0])(eye)  # [n, ..., nx]: dx0/dtheta
+        sens = vmap(lambda e: split(e)[0])(eye)  # [m, ..., nx]: dx0/dtheta along each direction
         states, all_sens = [x0], [sens]
         total = torch.zeros(x0.shape[:-1], dtype=dtype, device=device)
-        dtotal = torch.zeros(n, *x0.shape[:-1], dtype=dtype, device=device)
+        dtotal = torch.zeros(eye.shape[0], *x0.shape[:-1], dtype=dtype, device=device)
         for t in range(sim.horizon):
             def f(xx: Tensor, th: Tensor, t: int = t) -> tuple[Tensor, Tensor]:
                 x_next, c = sim.transition(xx, t, split(th)[1:])
@@ -157,20 +158,25 @@ class _Forward(torch.autograd.Function):
             (x_next, c), (s_next, dc) = vmap(lambda s, e: jvp(f, (x, theta), (s, e)), out_dims=((None, None), 0))(sens, eye)
             x, sens = x_next, s_next
             total, dtotal = total + c, dtotal + dc
-            states.append(x)
-            all_sens.append(sens)
+            if store:
+                states.append(x)
+                all_sens.append(sens)
+        if not store:  # only the final state and its sensitivity are returned and kept
+            states, all_sens = [x], [sens]
         out = torch.stack(states)
-        sim.check_finite(out)
+        sim.check_finite(out, 1 if store else sim.horizon)
         ctx.sizes, ctx.shapes = sizes, shapes
-        ctx.save_for_backward(torch.stack(all_sens), dtotal)
+        ctx.save_for_backward(torch.stack(all_sens), dtotal, eye)
         return out, total
 
     @staticmethod
     def backward(ctx, g_states: Tensor, g_cost: Tensor):
-        sens, dtotal = ctx.saved_tensors  # [T+1, n, ..., nx], [n, ...]
-        g = torch.einsum("tn...,t...->n", sens, g_states) + torch.einsum("n...,...->n", dtotal, g_cost)
-        parts = tuple(c.reshape(s) for c, s in zip(torch.split(g, ctx.sizes), ctx.shapes))
-        return (None, *parts)
+        sens, dtotal, eye = ctx.saved_tensors  # [K, m, ..., nx], [m, ...], [m, n]
+        g = torch.einsum("tm...,t...->m", sens, g_states) + torch.einsum("m...,...->m", dtotal, g_cost)
+        parts = torch.split(g @ eye, ctx.sizes)
+        grads = tuple(c.reshape(s) if need else None
+                      for c, s, need in zip(parts, ctx.shapes, ctx.needs_input_grad[2:]))
+        return (None, None, *grads)
 
 
 def rollout(
@@ -209,7 +215,7 @@ def rollout(
             raise MetatuneError(f"segment must be >= 1, got {segment}")
         states, total = _Adjoint.apply(sim, segment, store_states, x0, *ps)
     else:
-        states, total = _Forward.apply(sim, x0, *ps)
-    if not store_states and grad != "adjoint":
+        states, total = _Forward.apply(sim, store_states, x0, *ps)
+    if not store_states and grad == "autograd":
         states = states[-1:]
     return Rollout(states, total if cost is not None else None)
