@@ -109,14 +109,22 @@ def tile_lists(means2d: Tensor,  # [N, 2]
                tiles_x: int, tiles_y: int, tile: int) -> list[Tensor]:  # tiles_y * tiles_x index lists
     """Indices of the Gaussians whose cut-off square touches each tile (row-major), in input order."""
     with torch.no_grad():
-        lo = ((means2d.detach() - radii[:, None]) / tile).floor()
-        hi = ((means2d.detach() + radii[:, None]) / tile).floor()
-        out = []
-        for ty in range(tiles_y):
-            rows = (lo[:, 1] <= ty) & (hi[:, 1] >= ty) & (radii > 0)
-            for tx in range(tiles_x):
-                out.append((rows & (lo[:, 0] <= tx) & (hi[:, 0] >= tx)).nonzero().squeeze(-1))
-    return out
+        dev = means2d.device
+        lo = ((means2d.detach() - radii[:, None]) / tile).floor().long()
+        hi = ((means2d.detach() + radii[:, None]) / tile).floor().long()
+        x0, y0 = lo[:, 0].clamp(0, tiles_x), lo[:, 1].clamp(0, tiles_y)
+        x1, y1 = hi[:, 0].clamp(-1, tiles_x - 1), hi[:, 1].clamp(-1, tiles_y - 1)
+        w, h = (x1 - x0 + 1).clamp_min(0), (y1 - y0 + 1).clamp_min(0)
+        count = torch.where(radii > 0, w * h, torch.zeros_like(w))
+        gauss = torch.repeat_interleave(torch.arange(means2d.shape[0], device=dev), count)
+        start = torch.cumsum(count, 0) - count
+        k = torch.arange(gauss.numel(), device=dev) - start[gauss]  # position inside each Gaussian's rectangle
+        tx = x0[gauss] + k % w[gauss].clamp_min(1)
+        ty = y0[gauss] + torch.div(k, w[gauss].clamp_min(1), rounding_mode="floor")
+        tile_id = ty * tiles_x + tx
+        order = torch.argsort(tile_id, stable=True)  # stable: keeps the input (depth) order within a tile
+        per = torch.bincount(tile_id, minlength=tiles_x * tiles_y).tolist()
+        return list(torch.split(gauss[order], per))
 
 
 def _rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,

@@ -74,3 +74,16 @@ def test_transfer_matrix_reproduces_render_and_colour_gradient():
     rasterize(means, quats, scales, opac, c2, cam, bg)[0].sum().backward()
     lin.sum().backward()
     assert torch.allclose(c.grad, c2.grad, atol=1e-5)
+
+
+def test_tile_lists_match_brute_force_overlap():
+    from relight.rasterize import tile_lists
+    gen = torch.Generator().manual_seed(5)
+    m2d = torch.rand(300, 2, generator=gen) * 80 - 10  # some off-screen
+    radii = torch.randint(0, 12, (300,), generator=gen).float()
+    lists = tile_lists(m2d, radii, 6, 5, 8)
+    for ty in range(5):
+        for tx in range(6):
+            lo, hi = ((m2d - radii[:, None]) / 8).floor(), ((m2d + radii[:, None]) / 8).floor()
+            hit = (lo[:, 0] <= tx) & (hi[:, 0] >= tx) & (lo[:, 1] <= ty) & (hi[:, 1] >= ty) & (radii > 0)
+            assert torch.equal(lists[ty * 6 + tx], hit.nonzero().squeeze(-1))
