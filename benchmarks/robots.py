@@ -171,9 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes on 2 cores)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--skip", nargs="*", default=[], choices=("gradients", "adaptation", "mujoco"))
+    parser.add_argument("--horizons", type=int, nargs="*", default=None, help="override the horizons")
+    parser.add_argument("--robots", type=int, default=None, help="unseen robots (adaptation and MuJoCo parts)")
+    parser.add_argument("--train-steps", type=int, default=None, help="meta-training steps")
+    parser.add_argument("--opt-steps", type=int, default=None, help="Adam steps for each robot's own optimum")
+    parser.add_argument("--max-steps", type=int, default=None, help="adaptation steps allowed")
     args = parser.parse_args(argv)
     q = args.quick
-    horizons = [100, 1000] if q else [100, 1000, 5000]
+    horizons = args.horizons or ([100, 1000] if q else [100, 1000, 5000])
     knots = [1, 16]  # 4 and 64 gains
     results: dict = {"quick": q, "machine": platform.processor() or platform.machine(),
                      "threads": torch.get_num_threads()}
@@ -184,15 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RobotMetaConfig(inner_steps=1, robots_per_task=3)
         tuner = make_tuner(problem, cfg)
         t0 = time.perf_counter()
-        history = tuner.train(8 if q else 20)
+        history = tuner.train(args.train_steps or (8 if q else 20))
         results["meta_training"] = {"steps": len(history), "seconds": time.perf_counter() - t0,
                                     "first_outer_loss": history[0]["outer_loss"],
                                     "last_outer_loss": history[-1]["outer_loss"]}
         if "adaptation" not in args.skip:
-            results["adaptation"] = adaptation_benchmark(problem, tuner, 6 if q else 20, 40 if q else 100,
-                                                         10 if q else 30)
+            results["adaptation"] = adaptation_benchmark(
+                problem, tuner, args.robots or (6 if q else 20), args.opt_steps or (40 if q else 100),
+                args.max_steps or (10 if q else 30))
         if "mujoco" not in args.skip:
-            tasks = problem.sample_tasks(4 if q else 20, seed=99)
+            tasks = problem.sample_tasks(args.robots or (4 if q else 20), seed=99)
             out_dir = Path("benchmarks/results/robots_mujoco")
             metrics = evaluate(problem, tuner, tasks, 3, "mujoco", out_dir)
             s = metrics["summary"]

@@ -2,7 +2,8 @@
 
 Gains (log scale, so they stay positive) are [K, G]: K knots of a time schedule (K = 1: constant)
 and G = 4 gains (position kx, velocity kv, attitude kR, rate kW) or 5 with the observer gain L.
-Gains are normalised by the nominal mass and inertia, so kx, kv are in 1/s^2, 1/s, like a PD's.
+Gains are normalised by the nominal mass and inertia, so kx, kv are in 1/s^2, 1/s, like a PD's, and
+smoothly capped below what the time step keeps stable, so no adaptation step can make the loop diverge.
 """
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def scheduled(log_gains: Tensor, t: int, horizon: int) -> Tensor:  # [..., K, G]
     return ((1 - w) * log_gains[..., i, :] + w * log_gains[..., i + 1, :]).exp()
 
 
+def saturate(gains: Tensor, limits: Tensor) -> Tensor:  # [..., G], [G] -> [..., G]
+    """Smoothly cap gains below limits: about the identity well below a limit, never above it."""
+    return gains / (1 + (gains / limits) ** 4) ** 0.25
+
+
+def discrete_limits(dt: float, observer: bool) -> Tensor:
+    """Gain caps [G] for the explicit time step: with every gain at its cap the loop stays stable."""
+    caps = (0.03 / dt ** 2, 0.4 / dt, 0.3 / dt ** 2, 1.0 / dt, 0.5 / dt)  # all 32 corners stable at dt 0.02
+    return torch.tensor(caps[: 5 if observer else 4], dtype=torch.float64)
+
+
 class GeometricController:
     """Lee-Leok-McClamroch tracking control of a figure-eight, mixed to four rotor thrusts.
 
@@ -53,10 +65,11 @@ class GeometricController:
         mixer = torch.stack([torch.ones(4, dtype=torch.float64), r[:, 1], -r[:, 0], nominal.param("kq", like) * spin])
         self.unmix = torch.linalg.inv(mixer)  # [4, 4]: (thrust, torque) -> rotor thrusts
         self.gravity = nominal.gravity
+        self.limits = discrete_limits(nominal.dt, observer)
 
     def __call__(self, x: Tensor, t: int, log_gains: Tensor) -> Tensor:  # [..., 17], [..., K, G] -> [..., 7]
         dtype = x.dtype
-        g = scheduled(log_gains, t, self.horizon).to(dtype)
+        g = saturate(scheduled(log_gains, t, self.horizon).to(dtype), self.limits.to(dtype))
         kx, kv, k_r, k_w = g[..., 0:1], g[..., 1:2], g[..., 2:3], g[..., 3:4]
         pos, quat, vel, omega, z = x[..., :3], x[..., 3:7], x[..., 7:10], x[..., 10:13], x[..., 13:16]
         time = x[..., 16]

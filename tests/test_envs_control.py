@@ -43,6 +43,19 @@ def test_linearize_matches_finite_differences_and_lqr_stabilises_cartpole():
     assert torch.linalg.eigvals(closed).abs().max() < 1.0
 
 
+def test_gain_caps_keep_the_quadrotor_loop_stable_at_any_gain():
+    from envs.geometric_controller import discrete_limits, saturate
+
+    limits = discrete_limits(0.02, observer=True)
+    g = torch.tensor([9.0, 6.0, 400.0, 40.0, 5.0], dtype=F64)
+    assert torch.allclose(saturate(g, limits), g, rtol=0.1)  # hand-set gains pass nearly unchanged
+    assert (saturate(g * 1e6, limits) <= limits * (1 + 1e-12)).all()
+    problem = QuadrotorTracking(horizon=150, dt=0.02)
+    tasks = problem.sample_tasks(2, seed=0)
+    wild = problem.batch_params(2) + torch.tensor([4.0, 4.0, 4.0, 4.0, 4.0], dtype=F64)  # every gain x55
+    assert torch.isfinite(problem.robot_losses(wild, tasks, grad="autograd")).all()
+
+
 def test_geometric_controller_hovers_at_equilibrium_with_hover_thrust():
     problem = QuadrotorTracking(reference=FigureEight(size=0.0), horizon=10)
     step, x0, policy, _ = problem.closed_loop([RobotTask("quadrotor", {"drag": 0.0})])
@@ -140,9 +153,8 @@ def test_adaptation_gradient_through_mujoco_matches_torch_model():
 
 
 def test_diverging_torch_closed_loop_raises_named_error_not_nan_gradient():
-    problem = QuadrotorTracking(horizon=200, dt=0.02)
+    problem = CartpoleBalance(horizon=200)
     tasks = problem.sample_tasks(1, seed=0)
-    wild = problem.batch_params(1) + torch.tensor([0.0, 0.0, 4.0, 4.0, 0.0], dtype=F64)  # attitude gains x55
-    leaf = wild.requires_grad_()
+    leaf = (problem.batch_params(1) + 6.0).requires_grad_()  # every LQR gain entry x400
     with pytest.raises(mt.MetatuneError, match="diverged"):
         problem.loss(leaf, tasks).backward()
