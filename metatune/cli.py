@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from importlib.metadata import entry_points
@@ -60,6 +61,7 @@ def run_demo(args: argparse.Namespace, domains: dict[str, ModuleType]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MUJOCO_GL", "osmesa")  # off-screen rendering on CPU unless told otherwise (egl on GPUs)
     domains = _domains()
     args = build_parser(domains).parse_args(argv)
     try:

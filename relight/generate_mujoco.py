@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from relight.mujoco_loader import load_mujoco
+from metatune.mujoco_loader import load_mujoco
 from relight.pointcloud import write_points_ply
 from relight.scene import save_image, write_transforms
 from relight.scene_layout import LayoutConfig, camera_poses, frame_plan

@@ -1,10 +1,10 @@
-import os
 
 import pytest
 import torch
 
-os.environ.setdefault("MUJOCO_GL", "osmesa")
-os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+from metatune.mujoco_loader import load_mujoco
+
+load_mujoco()  # off-screen MuJoCo, loaded after triton whichever test imports either first
 
 
 @pytest.fixture(autouse=True)

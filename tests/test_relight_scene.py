@@ -38,7 +38,7 @@ def test_scene_format_and_light_split(mj_scene):
 
 def test_mujoco_point_light_falls_off_as_inverse_square(tmp_path):
     # a bare floor lit from straight above at heights 1 and 2: the centre pixel dims 4x (MuJoCo attenuation 0 0 1)
-    from relight.mujoco_loader import load_mujoco
+    from metatune.mujoco_loader import load_mujoco
     mujoco = load_mujoco()
     from relight.generate_mujoco import scene_xml
     cfg = MujocoSceneConfig("matte", TINY, light_power=0.8)

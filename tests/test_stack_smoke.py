@@ -1,6 +1,5 @@
 """One real call of each pinned dependency, so that a broken install fails CI."""
 import math
-import os
 import pickle
 
 import numpy as np
@@ -54,8 +53,9 @@ def test_smplx_loads_an_smpl_format_file(tmp_path):
 
 
 def test_mujoco_steps_and_renders_offscreen():
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
-    import mujoco
+    from metatune.mujoco_loader import load_mujoco
+
+    mujoco = load_mujoco()
 
     xml = """<mujoco><option timestep="0.01" integrator="Euler"/>
       <worldbody><light pos="0 0 3"/><geom type="plane" size="2 2 .1"/>

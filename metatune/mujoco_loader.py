@@ -1,5 +1,7 @@
 """Import MuJoCo for off-screen CPU rendering without breaking a later torch._dynamo import.
 
+Shared by every domain that simulates or renders with MuJoCo (the engine itself never imports it).
+
 MuJoCo reads MUJOCO_GL on import; with osmesa it loads llvmpipe's LLVM, after which importing
 triton (torch._dynamo pulls it in, e.g. through the optimizers) segfaults. Importing triton first
 avoids the clash.
