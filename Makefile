@@ -20,7 +20,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/engine.py --quick
+	$(PY) benchmarks/robots.py --quick
+	$(PY) benchmarks/hmr.py --quick
+	$(PY) benchmarks/relight.py --quick
 
 clean:
 	rm -rf runs .pytest_cache
