@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import metatune as mt  # noqa: E402
 
 RANK = 20
+PARAM_SWEEP_HORIZON = 200
 
 
 # ---------------------------------------------------------------------------------------------- part 1
@@ -231,45 +232,59 @@ def in_subprocess(mode: str, horizon: int, n_params: int, batch: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def rollout_rows(horizons: list[int], param_counts: list[int], batch: int) -> list[dict]:
+def rollout_rows(horizons: list[int], param_counts: list[int], big_batch: int) -> list[dict]:
+    """Three sweeps: horizon (batch 16, overhead-bound), a large batch (compute-bound), parameter count."""
     rows = []
     print("\nRollout gradient of a summed cost (pendulum batch, RBF policy): forward = one no-grad rollout;")
     print("peak MB = resident memory growth while computing the gradient; traj MB = size of the full trajectory")
-    print(f"{'mode':>8} {'T':>6} {'P':>4} | {'forward':>9} {'gradient':>9} {'ratio':>6} | {'peak MB':>8} {'traj MB':>8}")
-    configs = [(m, h, 8) for h in horizons for m in ("adjoint", "autograd", "forward")]
-    configs += [(m, 1000, p) for p in param_counts for m in ("adjoint", "forward") if p != 8]
-    configs = sorted(set(configs), key=configs.index)
-    for mode, horizon, p in configs:
-        if mode == "forward" and horizon > 1000 and p > 8:
-            continue
+    print(f"{'mode':>8} {'T':>6} {'P':>4} {'batch':>6} | {'forward':>9} {'gradient':>9} {'ratio':>6} | "
+          f"{'peak MB':>8} {'traj MB':>8}")
+    # forward sensitivity (vmap over one tangent per parameter) runs ~40x a rollout here: it is left out of
+    # the 10,000-step and large-batch rows, which would take minutes each
+    configs = [(m, h, 8, 16) for h in horizons for m in ("adjoint", "autograd", "forward")
+               if not (m == "forward" and h > 1000)]
+    configs += [(m, 1000, 8, big_batch) for m in ("adjoint", "autograd")]
+    configs += [(m, PARAM_SWEEP_HORIZON, p, 256) for p in param_counts for m in ("adjoint", "forward")]
+    for mode, horizon, p, batch in configs:
         r = in_subprocess(mode, horizon, p, batch)
         rows.append(r)
-        print(f"{mode:>8} {horizon:>6} {p:>4} | {r['forward_s']:8.3f}s {r['grad_s']:8.3f}s {r['grad_over_forward']:6.2f} | "
-              f"{r['peak_mem_mb']:8.2f} {r['trajectory_mb']:8.3f}", flush=True)
+        print(f"{mode:>8} {horizon:>6} {p:>4} {batch:>6} | {r['forward_s']:8.3f}s {r['grad_s']:8.3f}s "
+              f"{r['grad_over_forward']:6.2f} | {r['peak_mem_mb']:8.2f} {r['trajectory_mb']:8.3f}", flush=True)
     return rows
 
 
-def summarize(hyper: list[dict], roll: list[dict]) -> dict:
-    def get(mode, h, p):
-        return next((r for r in roll if r["mode"] == mode and r["horizon"] == h and r["params"] == p), None)
+def summarize(hyper: list[dict], roll: list[dict], big_batch: int) -> dict:
+    def get(mode, h, p, batch):
+        return next((r for r in roll if (r["mode"], r["horizon"], r["params"], r["batch"]) == (mode, h, p, batch)), None)
 
-    hs = sorted({r["horizon"] for r in roll})
-    s = {}
-    a_lo, a_hi = get("adjoint", hs[0], 8), get("adjoint", hs[-1], 8)
-    g_lo, g_hi = get("autograd", hs[0], 8), get("autograd", hs[-1], 8)
-    s["adjoint_grad_over_forward_max"] = max(r["grad_over_forward"] for r in roll if r["mode"] == "adjoint")
-    s["adjoint_memory_ratio_longest_over_shortest"] = (a_hi["peak_mem_mb"] + 1e-9) / (a_lo["peak_mem_mb"] + 1e-9)
-    s["autograd_memory_ratio_longest_over_shortest"] = (g_hi["peak_mem_mb"] + 1e-9) / (g_lo["peak_mem_mb"] + 1e-9)
-    ps = sorted({r["params"] for r in roll if r["horizon"] == 1000})
-    s["forward_sensitivity_grad_s_by_params"] = {p: get("forward", 1000, p)["grad_s"] for p in ps if get("forward", 1000, p)}
-    s["adjoint_grad_s_by_params"] = {p: get("adjoint", 1000, p)["grad_s"] for p in ps if get("adjoint", 1000, p)}
-    s["max_hypergrad_rel_err_metatune_implicit"] = max(r["metatune_implicit_rel_err"] for r in hyper)
+    hs = sorted({r["horizon"] for r in roll if r["batch"] == 16})
+    ps = sorted({r["params"] for r in roll if r["batch"] == 256})
+    s = {
+        "adjoint_grad_over_forward_batch16": {h: get("adjoint", h, 8, 16)["grad_over_forward"] for h in hs},
+        "autograd_grad_over_forward_batch16": {h: get("autograd", h, 8, 16)["grad_over_forward"] for h in hs},
+        f"adjoint_grad_over_forward_batch{big_batch}": get("adjoint", 1000, 8, big_batch)["grad_over_forward"],
+        f"adjoint_peak_mb_batch{big_batch}": get("adjoint", 1000, 8, big_batch)["peak_mem_mb"],
+        f"autograd_peak_mb_batch{big_batch}": get("autograd", 1000, 8, big_batch)["peak_mem_mb"],
+        f"autograd_grad_over_forward_batch{big_batch}": get("autograd", 1000, 8, big_batch)["grad_over_forward"],
+        "adjoint_peak_mb_by_horizon": {h: get("adjoint", h, 8, 16)["peak_mem_mb"] for h in hs},
+        "autograd_peak_mb_by_horizon": {h: get("autograd", h, 8, 16)["peak_mem_mb"] for h in hs},
+        "forward_sensitivity_grad_s_by_params": {p: get("forward", PARAM_SWEEP_HORIZON, p, 256)["grad_s"] for p in ps},
+        "adjoint_grad_s_by_params": {p: get("adjoint", PARAM_SWEEP_HORIZON, p, 256)["grad_s"] for p in ps},
+        "max_hypergrad_rel_err_metatune_implicit": max(r["metatune_implicit_rel_err"] for r in hyper),
+        "max_hypergrad_rel_err_torchopt_implicit": max(r["torchopt_implicit_rel_err"] for r in hyper),
+    }
+    lo, hi = s["adjoint_peak_mb_by_horizon"][hs[0]], s["adjoint_peak_mb_by_horizon"][hs[-1]]
+    s["adjoint_memory_ratio_longest_over_shortest"] = hi / max(lo, 1e-9)
+    s["forward_sensitivity_time_ratio_most_over_fewest_params"] = (
+        s["forward_sensitivity_grad_s_by_params"][ps[-1]] / s["forward_sensitivity_grad_s_by_params"][ps[0]])
+    s["adjoint_time_ratio_most_over_fewest_params"] = (
+        s["adjoint_grad_s_by_params"][ps[-1]] / s["adjoint_grad_s_by_params"][ps[0]])
     return s
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/engine.json"))
     ap.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -277,15 +292,18 @@ def main() -> None:
         mode, h, p, b = args.measure
         print(json.dumps(measure_rollout(mode, int(h), int(p), int(b))))
         return
-    dims = [10, 100, 1000] if args.quick else [10, 100, 1000, 10000]
+    dims = [10, 100, 1000] if args.quick else [10, 100, 1000, 3000, 10000]
     horizons = [100, 1000] if args.quick else [100, 1000, 10000]
-    params = [4, 16] if args.quick else [4, 16, 64]
+    params = [4, 64] if args.quick else [4, 16, 64, 256]
+    big_batch = 1024 if args.quick else 4096
     print("Hypergradient of ridge regression (time of the backward pass, relative error vs Woodbury closed form)")
     print(f"{'dim':>6} | {'metatune implicit':>18} | {'torchopt implicit':>18} | {'metatune trunc-300':>18} | "
           f"{'theseus implicit (solve+grad)':>20} | torchopt/metatune")
-    hyper = hypergrad_rows(dims, theseus_max=1000)
-    roll = rollout_rows(horizons, params, batch=16)
-    result = {"hypergradient": hyper, "rollout": roll, "summary": summarize(hyper, roll),
+    # theseus builds the dense (2d+20) x d residual Jacobian by autodiff and factors a dense d x d system:
+    # 43 s at d=3000 here, so d=10,000 (roughly 10x more) is not run.
+    hyper = hypergrad_rows(dims, theseus_max=3000)
+    roll = rollout_rows(horizons, params, big_batch)
+    result = {"hypergradient": hyper, "rollout": roll, "summary": summarize(hyper, roll, big_batch),
               "torch": torch.__version__, "threads": torch.get_num_threads()}
     print("\nsummary:", json.dumps(result["summary"], indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
