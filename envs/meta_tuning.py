@@ -64,6 +64,5 @@ def gradient_descent(problem: TuningProblem, params: Tensor, tasks: list[RobotTa
 
 def learned_step_sizes(tuner: mt.MetaTuner) -> Tensor:
     """The per-parameter inner step sizes a Meta-SGD tuner learned (or its fixed one)."""
-    if tuner.config.method in ("metasgd", "uncertainty") and tuner.log_lr is not None:
-        return tuner.log_lr[0].detach().exp()
-    return torch.tensor(tuner.config.inner_lr)
+    sizes = tuner.step_sizes()
+    return sizes if isinstance(sizes, Tensor) else sizes[0]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from envs.mujoco_import import mujoco
 import numpy as np
 import torch
 from torch import Tensor
 
 from metatune.errors import MetatuneError
+from metatune.mujoco_loader import load_mujoco
+
+mujoco = load_mujoco()  # off-screen rendering set up, triton loaded first
 
 MAX_VALUE = 1e8  # below MuJoCo's own 1e10 limit, at which it silently zeroes controls or resets the state
 BAD_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQVEL,

@@ -1,7 +1,6 @@
 """Quadrotor figure-eight tracking under wind gusts: the geometric controller + disturbance observer."""
 from __future__ import annotations
 
-from envs.mujoco_import import mujoco
 import numpy as np
 import torch
 from torch import Tensor
@@ -13,6 +12,9 @@ from envs.quadrotor import Quadrotor
 from envs.tasks import RobotTask, TaskDistribution, stack_params
 from envs.tuning_problem import Trajectory, TuningProblem
 from metatune.errors import MetatuneError
+from metatune.mujoco_loader import load_mujoco
+
+mujoco = load_mujoco()  # off-screen rendering set up, triton loaded first
 
 QUAD_TASKS = TaskDistribution(
     "quadrotor",

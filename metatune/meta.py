@@ -133,6 +133,12 @@ class MetaTuner:
             groups.append({"params": steps, "lr": lr})
         return groups
 
+    def step_sizes(self) -> Tensors:
+        """The inner step size of every parameter (learned for "metasgd"/"uncertainty", fixed otherwise)."""
+        if self.log_lr is None:
+            raise MetatuneError("step sizes exist after the first adapt/train call for an nn.Module init")
+        return unflatten(tuple(lr.detach().expand_as(p) for lr, p in zip(self._lrs(), self.log_lr)), self._single)
+
     def _lrs(self) -> tuple[Tensor, ...]:
         if self.config.method in ("metasgd", "uncertainty"):
             return tuple(torch.exp(p) for p in self.log_lr)

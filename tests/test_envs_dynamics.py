@@ -1,11 +1,13 @@
 """Torch robot dynamics against MuJoCo simulating the MJCF each robot writes of itself."""
-from envs.mujoco_import import mujoco
 import numpy as np
 import pytest
 import torch
 
 import envs
 from metatune import MetatuneError
+from metatune.mujoco_loader import load_mujoco
+
+mujoco = load_mujoco()  # off-screen rendering set up, triton loaded first
 
 CHAIN_RANGES = {"mass": (0.3, 2.0), "length": (0.3, 1.2), "damping": (0.0, 0.3), "payload": (0.0, 0.5)}
 
