@@ -68,16 +68,25 @@ class _Sim:
 
     def simulate(self, x0: Tensor, params: tuple[Tensor, ...], every: int = 1) -> tuple[Tensor, Tensor]:
         """States x[0], x[every], x[2 every], ... and x[T] ([K, ..., nx]), and the summed cost [...]."""
-        states = [x0]
         total = torch.zeros(x0.shape[:-1], dtype=x0.dtype, device=x0.device)
+        keep = [t for t in range(1, self.horizon + 1) if t % every == 0 or t == self.horizon]
+        if torch.is_grad_enabled():  # the graph needs the states as separate tensors
+            states, write = [x0], None
+        else:  # no graph: write into one preallocated buffer (no per-state tensor objects, no stack copy)
+            states = torch.empty((len(keep) + 1, *x0.shape), dtype=x0.dtype, device=x0.device)
+            states[0] = x0
+            write = {t: i + 1 for i, t in enumerate(keep)}
         x = x0
         for t in range(self.horizon):
             x, c = self.transition(x, t, params)
-            if (t + 1) % every == 0 or t + 1 == self.horizon:
-                states.append(x)
+            if write is None:
+                if (t + 1) % every == 0 or t + 1 == self.horizon:
+                    states.append(x)
+            elif t + 1 in write:
+                states[write[t + 1]] = x
             if c is not None:
                 total = total + c
-        out = torch.stack(states)
+        out = torch.stack(states) if write is None else states
         self.check_finite(out, every)
         return out, total
 
