@@ -89,8 +89,8 @@ class TuningProblem(ABC):
         return self.trajectory(out.states)
 
     def mjcf(self, task: RobotTask) -> str:
-        """The task's robot as MJCF (for simulating the closed loop in MuJoCo)."""
-        raise NotImplementedError
+        """The task's robot as MJCF (for simulating the closed loop in MuJoCo); problems with one override this."""
+        raise mt.MetatuneError(f"the {self.name} problem has no MJCF form, so it cannot run on MuJoCo")
 
     def mujoco_step(self, tasks: list[RobotTask]):
         """A differentiable step(x [B, nx], u [B, nu]) that advances robot i with MuJoCo on its own MJCF."""
