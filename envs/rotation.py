@@ -44,9 +44,3 @@ def hat(v: Tensor) -> Tensor:  # [..., 3] -> [..., 3, 3]
 def vee(m: Tensor) -> Tensor:  # [..., 3, 3] -> [..., 3]
     """Inverse of `hat` (reads the skew part of m)."""
     return torch.stack([m[..., 2, 1], m[..., 0, 2], m[..., 1, 0]], -1)
-
-
-def yaw_quat(yaw: Tensor) -> Tensor:  # [...] -> [..., 4]
-    """Quaternion of a rotation by yaw about +z."""
-    z = torch.zeros_like(yaw)
-    return torch.stack([torch.cos(yaw / 2), z, z, torch.sin(yaw / 2)], -1)
