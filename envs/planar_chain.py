@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from envs.mjcf import mjcf_document
 from metatune.errors import MetatuneError
 
 
@@ -203,20 +204,7 @@ class PlanarChain:
             closing.insert(0, f"{pad}</body>")
         motors = "\n".join(f'    <motor name="{self.links[i].name}_motor" joint="{self.links[i].name}" gear="1"/>'
                            for i in self.actuated)
-        return f"""<mujoco model="{self.name}">
-  <compiler angle="radian"/>
-  <option timestep="{self.dt!r}" gravity="0 0 {-self.gravity!r}" integrator="Euler">
-    <flag contact="disable"/>
-  </option>
-  <default><geom contype="0" conaffinity="0" mass="0"/></default>
-  <worldbody>
-    <light pos="0 -1 4" dir="0 0.3 -1"/>
-    <geom type="plane" size="4 4 0.1" pos="0 0 -2.5" rgba="0.9 0.9 0.9 1"/>
-{chr(10).join(body_xml)}
-{chr(10).join(closing)}
-  </worldbody>
-  <actuator>
-{motors}
-  </actuator>
-</mujoco>
-"""
+        worldbody = "\n".join(['    <light pos="0 -1 4" dir="0 0.3 -1"/>',
+                               '    <geom type="plane" size="4 4 0.1" pos="0 0 -2.5" rgba="0.9 0.9 0.9 1"/>',
+                               *body_xml, *closing])
+        return mjcf_document(self.name, self.dt, self.gravity, worldbody, motors)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from envs.mjcf import mjcf_document
 from envs.rotation import quat_integrate, quat_to_matrix
 from metatune.errors import MetatuneError
 
@@ -117,26 +118,16 @@ class Quadrotor:
             sites.append(f'      <geom type="cylinder" pos="{arm * math.cos(a)!r} {arm * math.sin(a)!r} 0.02" '
                          f'size="0.06 0.005" rgba="0.2 0.2 0.2 0.6"/>')
             motors.append(f'    <motor name="thrust{k}" site="rotor{k}" gear="0 0 1 0 0 {self.SPIN[k] * p["kq"]!r}"/>')
-        mass = p["mass"] + p["payload"]
-        return f"""<mujoco model="quadrotor">
-  <option timestep="{self.dt!r}" gravity="0 0 {-self.gravity!r}" integrator="Euler">
-    <flag contact="disable"/>
-  </option>
-  <default><geom contype="0" conaffinity="0" mass="0"/></default>
-  <worldbody>
-    <light pos="0 0 6" dir="0 0 -1"/>
-    <geom type="plane" size="6 6 0.1" rgba="0.9 0.9 0.9 1"/>
-    <body name="quadrotor" pos="0 0 1">
-      <freejoint name="root"/>
-      <inertial pos="0 0 0" mass="{mass!r}" diaginertia="{p['ixx']!r} {p['iyy']!r} {p['izz']!r}"/>
-      <geom type="box" size="0.06 0.06 0.02" rgba="0.3 0.4 0.8 1"/>
-      <geom type="capsule" fromto="{-arm * 0.7071!r} {-arm * 0.7071!r} 0 {arm * 0.7071!r} {arm * 0.7071!r} 0" size="0.008"/>
-      <geom type="capsule" fromto="{-arm * 0.7071!r} {arm * 0.7071!r} 0 {arm * 0.7071!r} {-arm * 0.7071!r} 0" size="0.008"/>
-{chr(10).join(sites)}
-    </body>
-  </worldbody>
-  <actuator>
-{chr(10).join(motors)}
-  </actuator>
-</mujoco>
-"""
+        mass, ixx, iyy, izz = p["mass"] + p["payload"], p["ixx"], p["iyy"], p["izz"]
+        worldbody = "\n".join([
+            '    <light pos="0 0 6" dir="0 0 -1"/>',
+            '    <geom type="plane" size="6 6 0.1" rgba="0.9 0.9 0.9 1"/>',
+            '    <body name="quadrotor" pos="0 0 1">',
+            '      <freejoint name="root"/>',
+            f'      <inertial pos="0 0 0" mass="{mass!r}" diaginertia="{ixx!r} {iyy!r} {izz!r}"/>',
+            '      <geom type="box" size="0.06 0.06 0.02" rgba="0.3 0.4 0.8 1"/>',
+            f'      <geom type="capsule" fromto="{-arm * 0.7071!r} {-arm * 0.7071!r} 0 {arm * 0.7071!r} {arm * 0.7071!r} 0" size="0.008"/>',
+            f'      <geom type="capsule" fromto="{-arm * 0.7071!r} {arm * 0.7071!r} 0 {arm * 0.7071!r} {-arm * 0.7071!r} 0" size="0.008"/>',
+            *sites,
+            '    </body>'])
+        return mjcf_document("quadrotor", self.dt, self.gravity, worldbody, "\n".join(motors))
