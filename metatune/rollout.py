@@ -21,6 +21,7 @@ Step = Callable[[Tensor, Tensor], Tensor]
 Policy = Callable[[Tensor, int, Tensors], Tensor]
 Cost = Callable[[Tensor, Tensor, int], Tensor]
 GRADS = ("adjoint", "autograd", "forward")
+VECTORIZE_MAX_STATE = 512  # measured crossover (benchmarks/engine.py): beyond it the step-by-step adjoint is cheaper
 
 
 class Rollout(NamedTuple):
@@ -34,10 +35,11 @@ class _Sim:
     def __init__(self, step: Step, policy: Policy, cost: Cost | None, horizon: int, single: bool):
         self.step, self.policy, self.cost, self.horizon, self.single = step, policy, cost, horizon, single
 
-    def transition(self, x: Tensor, t: int, params: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None]:
+    def transition(self, x: Tensor, t: int, params: tuple[Tensor, ...],
+                   with_cost: bool = True) -> tuple[Tensor, Tensor | None]:
         u = self.policy(x, t, unflatten(params, self.single))
         x_next = self.step(x, u)
-        c = self.cost(x, u, t) if self.cost is not None else None
+        c = self.cost(x, u, t) if self.cost is not None and with_cost else None
         return x_next, c
 
     def check_first(self, x0: Tensor, params: tuple[Tensor, ...]) -> None:
@@ -90,13 +92,22 @@ class _Sim:
         self.check_finite(out, every)
         return out, total
 
+    def simulate_from(self, x: Tensor, start: int, stop: int, params: tuple[Tensor, ...]) -> Tensor:
+        """States x[start], ..., x[stop-1] ([stop - start, ..., nx]) from x = x[start]."""
+        out = torch.empty((stop - start, *x.shape), dtype=x.dtype, device=x.device)
+        for t in range(start, stop):
+            out[t - start] = x
+            if t + 1 < stop:
+                x, _ = self.transition(x, t, params, with_cost=False)
+        return out
+
 
 class _Adjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, sim: _Sim, segment: int, store: bool, x0: Tensor, *params: Tensor):
+    def forward(ctx, sim: _Sim, segment: int, store: bool, vectorize: bool, x0: Tensor, *params: Tensor):
         # Without `store`, keep only each segment's first state: memory O(T / segment) instead of O(T).
         states, total = sim.simulate(x0, params, 1 if store else segment)
-        ctx.sim, ctx.segment, ctx.store = sim, segment, store
+        ctx.sim, ctx.segment, ctx.store, ctx.vectorize = sim, segment, store, vectorize
         ctx.save_for_backward(states, *params)
         return (states if store else states[-1:]), total
 
@@ -104,38 +115,146 @@ class _Adjoint(torch.autograd.Function):
     def backward(ctx, g_states: Tensor, g_cost: Tensor):
         sim: _Sim = ctx.sim
         states, *params = ctx.saved_tensors
-        store = ctx.store
+        store, vectorize, independent = ctx.store, ctx.vectorize, True
         leaves = tuple(p.detach().requires_grad_() for p in params)
         grads = [torch.zeros_like(p) for p in params]
         lam = g_states[-1]
-        # Walk back one segment at a time: rebuild the segment's graph from its stored first state and
-        # pull lambda through it. Graph memory is one segment's, whatever the horizon.
+        # Walk back one segment at a time, so that graph memory is one segment's whatever the horizon.
         for start in reversed(range(0, sim.horizon, ctx.segment)):
             stop = min(start + ctx.segment, sim.horizon)
-            x_first = states[start if store else start // ctx.segment].detach().requires_grad_()
-            outs, seeds = [], []
-            with torch.enable_grad():
-                x, seg_cost = x_first, None
-                for t in range(start, stop):
-                    x, c = sim.transition(x, t, leaves)
-                    if store and t + 1 < stop:  # the loss also reads the states inside the segment
-                        outs.append(x)
-                        seeds.append(g_states[t + 1])
-                    if c is not None:
-                        seg_cost = c if seg_cost is None else seg_cost + c
-                if seg_cost is not None:
-                    outs.append(seg_cost)
-                    seeds.append(g_cost)
-                outs.append(x)
-                seeds.append(lam)
-                gx, *gp = torch.autograd.grad(outs, (x_first, *leaves), seeds, allow_unused=True)
-            lam = (g_states[start] if store else 0.0) + (gx if gx is not None else 0.0)
+            seg_g = g_states[start:stop] if store else None
+            x_first = states[start if store else start // ctx.segment]
+            gp = None
+            if vectorize:
+                if store:
+                    xs = states[start:stop]
+                else:
+                    with torch.no_grad():  # rebuild the segment's states from its checkpoint
+                        xs = sim.simulate_from(x_first, start, stop, leaves)
+                try:
+                    lam_new, gp, independent = _segment_vectorized(sim, xs, start, leaves, lam, g_cost, seg_g,
+                                                                   independent)
+                except MetatuneError:
+                    raise
+                except Exception:  # a policy or step that vmap cannot trace over time: go step by step
+                    vectorize = False
+            if gp is None:
+                lam_new, gp = _segment_sequential(sim, x_first, start, stop, leaves, lam, g_cost, seg_g)
+            lam = lam_new
             for i, g in enumerate(gp):
                 if g is not None:
                     grads[i] += g
         if not bool(torch.isfinite(lam).all()) or not all(bool(torch.isfinite(g).all()) for g in grads):
             raise MetatuneError("adjoint rollout: non-finite gradient (the trajectory is too sensitive; shorten it)")
-        return (None, None, None, lam, *grads)
+        return (None, None, None, None, lam, *grads)
+
+
+def _segment_sequential(sim: _Sim, x_first: Tensor, start: int, stop: int, leaves: tuple[Tensor, ...],
+                        lam: Tensor, g_cost: Tensor, seg_g: Tensor | None) -> tuple[Tensor, list]:
+    """Rebuild the segment's graph step by step from x_first ([..., nx]) and pull lambda back through it."""
+    x_first = x_first.detach().requires_grad_()
+    outs, seeds = [], []
+    with torch.enable_grad():
+        x, seg_cost = x_first, None
+        for t in range(start, stop):
+            x, c = sim.transition(x, t, leaves)
+            if seg_g is not None and t + 1 < stop:  # the loss also reads the states inside the segment
+                outs.append(x)
+                seeds.append(seg_g[t + 1 - start])
+            if c is not None:
+                seg_cost = c if seg_cost is None else seg_cost + c
+        if seg_cost is not None:
+            outs.append(seg_cost)
+            seeds.append(g_cost)
+        outs.append(x)
+        seeds.append(lam)
+        gx, *gp = torch.autograd.grad(outs, (x_first, *leaves), seeds, allow_unused=True)
+    lam_new = (seg_g[0] if seg_g is not None else 0.0) + (gx if gx is not None else 0.0)
+    return lam_new, gp
+
+
+def _segment_vectorized(sim: _Sim, xs: Tensor, start: int, leaves: tuple[Tensor, ...], lam: Tensor,
+                        g_cost: Tensor, seg_g: Tensor | None, independent: bool) -> tuple[Tensor, tuple, bool]:
+    """The same segment backward with the per-step work batched over time.
+
+    All L transitions of the segment are evaluated at once from the known states xs [L, ..., nx] (vmap over
+    t), a few backward passes give every step's state Jacobian A[t] = dx[t+1]/dx[t] and cost gradient, the
+    recursion lambda[t] = A[t]^T lambda[t+1] + dc[t]/dx[t] is L fused mat-vecs, and one more backward gives
+    the parameter gradient: a handful of graph traversals instead of L, which is what costs time at small
+    batch. With `independent`, batch elements are assumed not to interact (the Jacobian is block-diagonal,
+    nx seeds instead of x.numel()); the assumption is checked on a random cotangent every segment and
+    dropped (returned False) when it fails.
+    """
+    from torch.func import vmap
+
+    L, shape = xs.shape[0], xs.shape[1:]
+    m, nx = shape.numel(), shape[-1]
+    dtype, device = xs.dtype, xs.device
+    ts = torch.arange(start, start + L, device=device)
+    zero = torch.zeros(shape[:-1], dtype=dtype, device=device)
+
+    def one(x: Tensor, t: Tensor, leaves: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        x_next, c = sim.transition(x, t, leaves)
+        return x_next, (c if c is not None else zero)
+
+    X = xs.detach().requires_grad_()
+    with torch.enable_grad():
+        Y, C = vmap(one)(X, ts, leaves=leaves)  # [L, ..., nx], [L, ...]; kept for the parameter gradient
+    if Y.shape != xs.shape or C.shape != (L, *shape[:-1]):
+        raise RuntimeError("vectorized transition changed shapes")
+    cost_seed = g_cost.expand(L, *shape[:-1])
+    if independent:
+        A, dc = _jacobian_rows(one, xs, ts, leaves, nx, cost_seed)  # [nx, L, ..., nx] rows of the blocks
+        v = torch.randn(xs.shape, generator=torch.Generator(device).manual_seed(start), dtype=dtype, device=device)
+        with torch.enable_grad():
+            (exact,) = torch.autograd.grad(Y, X, v, retain_graph=True)
+        guess = torch.einsum("il...j,l...i->l...j", A, v)
+        tol = torch.finfo(dtype).eps ** 0.5 * (1.0 + float(exact.abs().max()))
+        independent = bool((guess - exact).abs().max() <= tol)
+    if independent:  # per-element blocks [L, n, nx_out, nx_in], n = batch elements
+        A = A.movedim(0, -2).reshape(L, m // nx, nx, nx)
+    else:  # one dense block [L, 1, m_out, m_in]
+        eye = torch.eye(m, dtype=dtype, device=device).reshape(m, 1, *shape).expand(m, L, *shape)
+        A, dc = _jacobian_rows(one, xs, ts, leaves, m, cost_seed, eye)
+        A = A.reshape(m, L, 1, m).transpose(0, 1)
+    n, k = A.shape[1], A.shape[2]
+    dc = dc.reshape(L, n, 1, k)
+    if seg_g is not None:
+        dc = dc + seg_g.reshape(L, n, 1, k)
+    lam_t, lams = lam.reshape(n, 1, k), []
+    for A_t, dc_t in zip(reversed(A.unbind(0)), reversed(dc.unbind(0))):
+        lams.append(lam_t)
+        lam_t = torch.baddbmm(dc_t, lam_t, A_t)  # lambda[t] = A[t]^T lambda[t+1] + dc[t], one fused op
+    lam_next = torch.stack(lams[::-1]).reshape(L, *shape)  # lambda[t+1] for t in the segment
+    with torch.enable_grad():
+        gp = torch.autograd.grad((Y, C), leaves, (lam_next, cost_seed), allow_unused=True)
+    return lam_t.reshape(shape), gp, independent
+
+
+def _jacobian_rows(one: Callable, xs: Tensor, ts: Tensor, leaves: tuple[Tensor, ...], k: int, cost_seed: Tensor,
+                   seeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Rows of dx[t+1]/dx[t] for k seeds, and the cost seed's gradient, by one plain backward.
+
+    The segment is evaluated on k + 1 copies of its states; copy i is seeded with seeds[i] ([k, L, ..., nx];
+    default: unit vector e_i on the last axis, for every batch element) and copy k with the cost seed.
+    One ordinary backward over the copies is much cheaper than vmap over cotangents, whose batched
+    backward pays a batching rule per operation. Returns [k, L, ..., nx] and [L, ..., nx].
+    """
+    from torch.func import vmap
+
+    L, shape = xs.shape[0], xs.shape[1:]
+    if seeds is None:
+        seeds = torch.eye(shape[-1], dtype=xs.dtype, device=xs.device).reshape(k, 1, *([1] * (len(shape) - 1)),
+                                                                                   shape[-1]).expand(k, *xs.shape)
+    R = k + 1
+    Xr = xs.detach().expand(R, *xs.shape).reshape(R * L, *shape).requires_grad_()
+    with torch.enable_grad():
+        Yr, Cr = vmap(one)(Xr, ts.repeat(R), leaves=leaves)
+        seeds_y = torch.cat([seeds, torch.zeros(1, *xs.shape, dtype=xs.dtype, device=xs.device)])
+        seeds_c = torch.cat([torch.zeros(k, *cost_seed.shape, dtype=xs.dtype, device=xs.device), cost_seed[None]])
+        (J,) = torch.autograd.grad((Yr, Cr), (Xr,), (seeds_y.reshape(Yr.shape), seeds_c.reshape(Cr.shape)))
+    J = J.reshape(R, *xs.shape)
+    return J[:k], J[k]
 
 
 class _Forward(torch.autograd.Function):
@@ -197,16 +316,22 @@ def rollout(
     *,
     grad: str = "adjoint",
     cost: Cost | None = None,
-    segment: int = 32,
+    segment: int | None = None,
     store_states: bool = True,
+    vectorize: bool | None = None,
 ) -> Rollout:
     """Simulate `horizon` steps of x[t+1] = step(x[t], policy(x[t], t, params)) from x0 ([..., nx]).
 
     Returns the states [horizon+1, ..., nx] and, when `cost(x, u, t) -> [...]` is given, its sum over
     t = 0..horizon-1. Both are differentiable in `params` and `x0` by `grad` ("adjoint", "autograd", "forward").
-    `segment`: steps whose graph the adjoint rebuilds at once (memory per segment, fewer backward calls).
+    `segment`: steps whose graph the adjoint rebuilds at once (memory per segment, fewer backward calls);
+    default 128 when vectorized, else 32.
     `store_states=False` returns only the final state ([1, ..., nx]); the adjoint then keeps one state per
     segment, so its memory stays flat in the horizon (the usual case: only the cost's gradient is needed).
+    `vectorize`: the adjoint evaluates each segment's steps at once (vmap over t, so `policy` and `cost` then
+    see t as a 0-d tensor) and chains per-step state Jacobians; default: when x0 has at most
+    VECTORIZE_MAX_STATE numbers (small batches, where per-operation overhead dominates). Functions that
+    vmap cannot trace fall back to the step-by-step adjoint; the results agree to rounding.
     """
     if grad not in GRADS:
         raise MetatuneError(f"unknown grad mode {grad!r}; choose one of {GRADS}")
@@ -220,9 +345,13 @@ def rollout(
     if grad == "autograd":
         states, total = sim.simulate(x0, ps)
     elif grad == "adjoint":
+        if vectorize is None:
+            vectorize = x0.numel() <= VECTORIZE_MAX_STATE
+        if segment is None:
+            segment = 128 if vectorize else 32
         if segment < 1:
             raise MetatuneError(f"segment must be >= 1, got {segment}")
-        states, total = _Adjoint.apply(sim, segment, store_states, x0, *ps)
+        states, total = _Adjoint.apply(sim, segment, store_states, bool(vectorize), x0, *ps)
     else:
         states, total = _Forward.apply(sim, store_states, x0, *ps)
     if not store_states and grad == "autograd":
