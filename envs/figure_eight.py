@@ -16,6 +16,11 @@ class FigureEight:
     period: float = 3.0
     height: float = 1.0
 
+    def position(self, t: Tensor) -> Tensor:  # t [...] -> [..., 3]
+        """Position at times t (what a tracking cost needs, without the derivatives)."""
+        w, a = 2 * math.pi / self.period, self.size
+        return torch.stack([a * torch.sin(w * t), 0.5 * a * torch.sin(2 * w * t), torch.full_like(t, self.height)], -1)
+
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # t [...] -> 3 x [..., 3]
         """Position, velocity and acceleration at times t."""
         w, a = 2 * math.pi / self.period, self.size

@@ -3,7 +3,8 @@
 Gains (log scale, so they stay positive) are [K, G]: K knots of a time schedule (K = 1: constant)
 and G = 4 gains (position kx, velocity kv, attitude kR, rate kW) or 5 with the observer gain L.
 Gains are normalised by the nominal mass and inertia, so kx, kv are in 1/s^2, 1/s, like a PD's, and
-smoothly capped below what the time step keeps stable, so no adaptation step can make the loop diverge.
+smoothly kept between floors and caps chosen so that the discrete loop never diverges numerically (every
+corner of the gain box stays finite, though some track badly): no adaptation step can produce a NaN.
 """
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import torch
 from torch import Tensor
 
 from envs.figure_eight import FigureEight
+from envs.gain_schedule import scheduled
 from envs.quadrotor import Quadrotor
 from envs.rotation import quat_to_matrix, vee
 
 GAIN_NAMES = ("kx", "kv", "kR", "kW", "L")
 HAND_SET = (9.0, 6.0, 400.0, 40.0, 5.0)  # critically damped at 3 rad/s (position), 20 rad/s (attitude)
+# Gain floors, a third of the hand-set gains: without rate damping (kW -> 0) a stiff attitude loop under a
+# stiff position loop diverges, and an adaptation step must not be able to get there.
+FLOORS = tuple(g / 3 for g in HAND_SET)
 
 
 def default_log_gains(knots: int = 1, observer: bool = True, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -26,25 +31,16 @@ def default_log_gains(knots: int = 1, observer: bool = True, dtype: torch.dtype 
     return g.expand(knots, -1).clone()
 
 
-def scheduled(log_gains: Tensor, t: int, horizon: int) -> Tensor:  # [..., K, G] -> [..., G]
-    """Gains at step t: linear interpolation (in log space) between K knots spread over the horizon."""
-    k = log_gains.shape[-2]
-    if k == 1:
-        return log_gains[..., 0, :].exp()
-    s = (k - 1) * min(t / max(horizon - 1, 1), 1.0)
-    i = min(int(math.floor(s)), k - 2)
-    w = s - i
-    return ((1 - w) * log_gains[..., i, :] + w * log_gains[..., i + 1, :]).exp()
-
-
-def saturate(gains: Tensor, limits: Tensor) -> Tensor:  # [..., G], [G] -> [..., G]
-    """Smoothly cap gains below limits: about the identity well below a limit, never above it."""
+def saturate(gains: Tensor, limits: Tensor, floors: Tensor | None = None) -> Tensor:  # [..., G], [G], [G]
+    """Smoothly keep gains between floors and limits: about the identity well inside, never outside."""
+    if floors is not None:
+        gains = (gains ** 2 + floors ** 2).sqrt()
     return gains / (1 + (gains / limits) ** 4) ** 0.25
 
 
 def discrete_limits(dt: float, observer: bool) -> Tensor:
     """Gain caps [G] for the explicit time step: with every gain at its cap the loop stays stable."""
-    caps = (0.03 / dt ** 2, 0.4 / dt, 0.3 / dt ** 2, 1.0 / dt, 0.5 / dt)  # all 32 corners stable at dt 0.02
+    caps = (0.015 / dt ** 2, 0.4 / dt, 0.3 / dt ** 2, 1.0 / dt, 0.5 / dt)  # with FLOORS: all 32 corners finite at dt 0.02
     return torch.tensor(caps[: 5 if observer else 4], dtype=torch.float64)
 
 
@@ -66,25 +62,29 @@ class GeometricController:
         self.unmix = torch.linalg.inv(mixer)  # [4, 4]: (thrust, torque) -> rotor thrusts
         self.gravity = nominal.gravity
         self.limits = discrete_limits(nominal.dt, observer)
+        self.floors = torch.tensor(FLOORS[: 5 if observer else 4], dtype=torch.float64)
+        self.e3 = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+        self.b1 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)  # desired heading: body x along world x
 
-    def __call__(self, x: Tensor, t: int, log_gains: Tensor) -> Tensor:  # [..., 17], [..., K, G] -> [..., 7]
+    def __call__(self, x: Tensor, t: int | Tensor, log_gains: Tensor) -> Tensor:  # [..., 17], [..., K, G] -> [..., 7]
         dtype = x.dtype
-        g = saturate(scheduled(log_gains, t, self.horizon).to(dtype), self.limits.to(dtype))
+        g = saturate(scheduled(log_gains, t, self.horizon).to(dtype), self.limits.to(dtype), self.floors.to(dtype))
         kx, kv, k_r, k_w = g[..., 0:1], g[..., 1:2], g[..., 2:3], g[..., 3:4]
         pos, quat, vel, omega, z = x[..., :3], x[..., 3:7], x[..., 7:10], x[..., 10:13], x[..., 13:16]
         time = x[..., 16]
         p_d, v_d, a_d = self.reference(time)
-        m, e3 = self.mass, torch.tensor([0.0, 0.0, 1.0], dtype=dtype)
+        m, e3 = self.mass, self.e3.to(dtype)
         d_hat = z + g[..., 4:5] * m * vel if self.observer else torch.zeros_like(vel)
         force = m * (-kx * (pos - p_d) - kv * (vel - v_d) + self.gravity * e3 + a_d) - d_hat
         rot = quat_to_matrix(quat)
         b3 = force / force.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        b1c = torch.tensor([1.0, 0.0, 0.0], dtype=dtype).expand_as(b3)
+        b1c = self.b1.to(dtype).expand_as(b3)
         b2 = torch.linalg.cross(b3, b1c)
         b2 = b2 / b2.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         rot_d = torch.stack([torch.linalg.cross(b2, b3), b2, b3], -1)
         thrust = (force * rot[..., :, 2]).sum(-1)
-        e_r = 0.5 * vee(rot_d.transpose(-1, -2) @ rot - rot.transpose(-1, -2) @ rot_d)
+        rel = rot_d.transpose(-1, -2) @ rot  # e_R = vee(rel - rel^T) / 2
+        e_r = 0.5 * vee(rel - rel.transpose(-1, -2))
         inertia = self.inertia.to(dtype)
         torque = inertia * (-k_r * e_r - k_w * omega) + torch.linalg.cross(omega, inertia * omega)
         u = torch.cat([thrust[..., None], torque], -1) @ self.unmix.to(dtype).T

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from envs.geometric_controller import scheduled
+from envs.gain_schedule import scheduled
 from envs.planar_chain import PlanarChain
 
 
@@ -23,7 +23,7 @@ class ScheduledPD:
         self.chain, self.x_ref, self.horizon, self.feedforward = chain, x_ref, horizon, feedforward
         self.joints = chain.actuated
 
-    def __call__(self, x: Tensor, t: int, log_gains: Tensor) -> Tensor:  # [..., nx], [..., K, 2nu] -> [..., nu]
+    def __call__(self, x: Tensor, t: int | Tensor, log_gains: Tensor) -> Tensor:  # [..., nx], [..., K, 2nu] -> [..., nu]
         nq, nu = self.chain.nq, self.chain.nu
         gains = scheduled(log_gains, t, self.horizon).to(x.dtype)
         ref = self.x_ref(t).to(x.dtype)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from envs.mjcf import mjcf_document
-from envs.rotation import quat_integrate, quat_to_matrix
+from envs.rotation import quat_integrate, quat_z_axis
 from metatune.errors import MetatuneError
 
 
@@ -41,6 +41,10 @@ class Quadrotor:
         self.dt = float(dt or 0.01)
         self.gravity = float(gravity)
         self.nx, self.nu = 13, 4
+        # torque = (u @ signs) * (arm / sqrt 2, arm / sqrt 2, kq): roll = +y arms, pitch = -x arms, yaw = SPIN
+        self._torque_signs = torch.tensor([[1.0, 1.0, -1.0, -1.0], [-1.0, 1.0, 1.0, -1.0], list(self.SPIN)],
+                                          dtype=torch.float64).T  # [4, 3]
+        self._gravity = torch.tensor([0.0, 0.0, self.gravity], dtype=torch.float64)
 
     def param(self, key: str, like: Tensor) -> Tensor:
         """Physical parameter `key` in the dtype and device of `like`."""
@@ -63,13 +67,14 @@ class Quadrotor:
                                                    self.param("izz", like)), -1)
 
     def wrench(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        """Collective thrust [...] and body torque [..., 3] of rotor thrusts u [..., 4]."""
-        r = self.rotor_positions(u)
-        spin = torch.tensor(self.SPIN, dtype=u.dtype, device=u.device)
-        tx = (r[..., 1] * u).sum(-1)
-        ty = -(r[..., 0] * u).sum(-1)
-        tz = self.param("kq", u) * (spin * u).sum(-1)
-        return u.sum(-1), torch.stack(torch.broadcast_tensors(tx, ty, tz), -1)
+        """Collective thrust [...] and body torque [..., 3] of rotor thrusts u [..., 4].
+
+        Rotor k sits at arm (cos, sin)(pi/4 + k pi/2), so each torque is a signed sum of thrusts
+        scaled by arm / sqrt(2) (roll, pitch) or kq (yaw): one small matmul, no per-step geometry.
+        """
+        arm = self.param("arm", u) / math.sqrt(2)
+        scale = torch.stack(torch.broadcast_tensors(arm, arm, self.param("kq", u)), -1)
+        return u.sum(-1), (u @ self._torque_signs.to(u.dtype)) * scale
 
     def aero_force(self, x: Tensor) -> Tensor:
         """World-frame aerodynamic force drag * (wind - v) [..., 3]."""
@@ -81,12 +86,10 @@ class Quadrotor:
         aero [..., 3]: the world-frame aerodynamic force, if not `aero_force(x)` (e.g. under gusts).
         """
         pos, quat, vel, omega = x[..., :3], x[..., 3:7], x[..., 7:10], x[..., 10:13]
-        rot = quat_to_matrix(quat)
         thrust, torque = self.wrench(u)
         m = self.total_mass(x)
-        force = rot[..., :, 2] * thrust[..., None] + (self.aero_force(x) if aero is None else aero)
-        acc = force / m[..., None]
-        acc = acc - torch.tensor([0.0, 0.0, self.gravity], dtype=x.dtype, device=x.device)
+        force = quat_z_axis(quat) * thrust[..., None] + (self.aero_force(x) if aero is None else aero)
+        acc = force / m[..., None] - self._gravity.to(x.dtype)
         inertia = self.inertia(x)
         domega = (torque - torch.linalg.cross(omega, inertia * omega)) / inertia
         vel_next = vel + self.dt * acc

@@ -61,7 +61,7 @@ class QuadrotorTracking(TuningProblem):
         ref = self.reference
 
         def cost(x: Tensor, u: Tensor, t: int) -> Tensor:
-            p_d = ref(x[..., 16])[0]
+            p_d = ref.position(x[..., 16])
             return ((x[..., :3] - p_d) ** 2).sum(-1) + 1e-3 * (x[..., 10:13] ** 2).sum(-1)
 
         return self.robot(tasks).step, self.x0(len(tasks)), self.controller(), cost
@@ -73,7 +73,8 @@ class QuadrotorTracking(TuningProblem):
     def features(self, task: RobotTask) -> Tensor:
         p = {**Quadrotor.DEFAULTS, **task.params}
         wind = list(p["wind"])
-        return torch.tensor([p["mass"] + p["payload"] - 1.0, p["drag"] * 5 - 1, *(w / 3 for w in wind),
+        inertia = [(p[k] - 0.011) / 0.004 for k in ("ixx", "iyy", "izz")]  # about [-1, 1] over the ranges
+        return torch.tensor([p["mass"] + p["payload"] - 1.0, p["drag"] * 5 - 1, *inertia, *(w / 3 for w in wind),
                              *(g / 2 for g in task.gust), task.gust_hz], dtype=self.dtype)
 
     def mujoco_step(self, tasks: list[RobotTask]):

@@ -14,6 +14,12 @@ def quat_to_matrix(q: Tensor) -> Tensor:  # q: [..., 4] -> [..., 3, 3]
     return torch.stack(rows, -1).reshape(*q.shape[:-1], 3, 3)
 
 
+def quat_z_axis(q: Tensor) -> Tensor:  # q: [..., 4] -> [..., 3]
+    """The rotated z axis (third column of quat_to_matrix), all a thrust direction needs."""
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)], -1)
+
+
 def quat_multiply(a: Tensor, b: Tensor) -> Tensor:  # [..., 4] x [..., 4] -> [..., 4]
     """Hamilton product a * b."""
     aw, ax, ay, az = a.unbind(-1)

@@ -43,17 +43,23 @@ def test_linearize_matches_finite_differences_and_lqr_stabilises_cartpole():
     assert torch.linalg.eigvals(closed).abs().max() < 1.0
 
 
-def test_gain_caps_keep_the_quadrotor_loop_stable_at_any_gain():
-    from envs.geometric_controller import discrete_limits, saturate
+def test_gain_floors_and_caps_keep_the_quadrotor_loop_stable_at_any_gain():
+    import itertools
 
-    limits = discrete_limits(0.02, observer=True)
+    from envs.geometric_controller import FLOORS, discrete_limits, saturate
+
+    limits, floors = discrete_limits(0.02, observer=True), torch.tensor(FLOORS, dtype=F64)
     g = torch.tensor([9.0, 6.0, 400.0, 40.0, 5.0], dtype=F64)
-    assert torch.allclose(saturate(g, limits), g, rtol=0.1)  # hand-set gains pass nearly unchanged
-    assert (saturate(g * 1e6, limits) <= limits * (1 + 1e-12)).all()
+    assert torch.allclose(saturate(g, limits, floors), g, rtol=0.1)  # hand-set gains pass nearly unchanged
+    assert (saturate(g * 1e6, limits, floors) <= limits * (1 + 1e-12)).all()
+    assert (saturate(g * 1e-6, limits, floors) >= 0.99 * floors).all()  # the cap trims a floor by < 1%
     problem = QuadrotorTracking(horizon=150, dt=0.02)
-    tasks = problem.sample_tasks(2, seed=0)
-    wild = problem.batch_params(2) + torch.tensor([4.0, 4.0, 4.0, 4.0, 4.0], dtype=F64)  # every gain x55
-    assert torch.isfinite(problem.robot_losses(wild, tasks, grad="autograd")).all()
+    tasks = problem.sample_tasks(3, seed=0)
+    # every corner of the gain box: each gain 400x below or above the hand-set value, on each robot
+    corners = torch.tensor(list(itertools.product([-6.0, 6.0], repeat=5)), dtype=F64)[:, None, :]
+    wild = (problem.init_params() + corners).repeat(len(tasks), 1, 1)
+    losses = problem.robot_losses(wild, [t for t in tasks for _ in range(32)], grad="autograd")
+    assert torch.isfinite(losses).all()  # some corners track badly, but none diverges to a non-finite state
 
 
 def test_geometric_controller_hovers_at_equilibrium_with_hover_thrust():
@@ -158,3 +164,19 @@ def test_diverging_torch_closed_loop_raises_named_error_not_nan_gradient():
     leaf = (problem.batch_params(1) + 6.0).requires_grad_()  # every LQR gain entry x400
     with pytest.raises(mt.MetatuneError, match="diverged"):
         problem.loss(leaf, tasks).backward()
+
+
+def test_gain_schedule_interpolates_log_gains_and_takes_time_as_a_tensor():
+    from torch.func import vmap
+
+    from envs.gain_schedule import scheduled
+
+    knots = torch.tensor([[0.0, 1.0], [2.0, -1.0], [4.0, 3.0]], dtype=F64)  # K = 3 knots over horizon 11
+    assert torch.allclose(scheduled(knots, 0, 11), knots[0].exp())
+    assert torch.allclose(scheduled(knots, 5, 11), knots[1].exp())  # knot 1 sits at step 5
+    assert torch.allclose(scheduled(knots, 10, 11), knots[2].exp())
+    assert torch.allclose(scheduled(knots, 3, 11), (0.4 * knots[0] + 0.6 * knots[1]).exp())  # s = 0.6
+    assert torch.allclose(scheduled(knots, 50, 11), knots[2].exp())  # past the horizon: the last knot
+    ts = torch.arange(11)
+    by_loop = torch.stack([scheduled(knots, int(t), 11) for t in ts])
+    assert torch.allclose(vmap(lambda t: scheduled(knots, t, 11))(ts), by_loop)  # rollouts may vmap over t
