@@ -73,7 +73,8 @@ class TuningProblem(ABC):
             step = self.mujoco_step(tasks)
         elif physics != "torch":
             raise mt.MetatuneError(f"unknown physics {physics!r}; choose 'torch' or 'mujoco'")
-        out = mt.rollout(step, x0, policy, params, self.horizon, grad=grad or self.grad, cost=cost)
+        # only the cost is read: the adjoint then keeps one state per segment (memory flat in the horizon)
+        out = mt.rollout(step, x0, policy, params, self.horizon, grad=grad or self.grad, cost=cost, store_states=False)
         return out.cost / self.horizon
 
     def loss(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> Tensor:

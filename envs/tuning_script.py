@@ -22,11 +22,12 @@ def run_tuning_script(task: str, name: str, description: str, argv: list[str] | 
     parser.add_argument("--robots-per-task", type=int, default=3)
     parser.add_argument("--backend", choices=("torch", "mujoco"), default="mujoco")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--horizon", type=int, default=horizon, help="simulated steps (default: the script's)")
     args = parser.parse_args(argv)
     cfg = RobotMetaConfig(inner_steps=1, robots_per_task=args.robots_per_task, seed=args.seed)
     try:
         summary = tune(task, args.out, args.train_steps, args.adapt_steps, args.robots, cfg,
-                       horizon=horizon, dt=dt, backend=args.backend)
+                       horizon=args.horizon, dt=dt, backend=args.backend)
     except MetatuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
