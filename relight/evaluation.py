@@ -33,10 +33,11 @@ def _summary(per_frame: list[dict]) -> dict:
             "ssim": round(sum(f["ssim"] for f in per_frame) / n, 5)}
 
 
-def evaluate(run: Path, scene_dir: Path, out: Path | None = None, images: Path | None = None) -> dict:
-    """PSNR and SSIM of every test frame rendered under its (unseen) light without adaptation."""
+def evaluate(run: Path, scene_dir: Path, out: Path | None = None, images: Path | None = None,
+             split: str = "test") -> dict:
+    """PSNR and SSIM of every frame of a split (test: unseen lights) rendered without adaptation."""
     cfg, module, _ = load_checkpoint(run)
-    scene = load_scene(scene_dir, "test", cfg.resolution)
+    scene = load_scene(scene_dir, split, cfg.resolution)
     per_frame = []
     with torch.no_grad():
         for f in scene.frames:
@@ -44,7 +45,7 @@ def evaluate(run: Path, scene_dir: Path, out: Path | None = None, images: Path |
             per_frame.append(frame_metrics(pred, f))
             if images is not None:
                 save_image(images / (Path(f.file_path).with_suffix(".png")), pred)
-    result = {"method": cfg.method, "scene": str(scene_dir), "split": "test", **_summary(per_frame),
+    result = {"method": cfg.method, "scene": str(scene_dir), "split": split, **_summary(per_frame),
               "per_frame": per_frame}
     if out is not None:
         _write_json(Path(out), result)

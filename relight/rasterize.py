@@ -1,6 +1,7 @@
 """Differentiable Gaussian splatting: depth-sorted, tiled, alpha-composited; CPU in PyTorch, CUDA via gsplat."""
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import torch
@@ -23,10 +24,24 @@ def rasterize(means: Tensor,  # [N, 3]
               background: Tensor | None = None,  # [C]
               ) -> tuple[Tensor, Tensor]:  # image [H, W, C], alpha [H, W]
     """Render Gaussians with per-Gaussian colours; gsplat on a CUDA device, our tiled PyTorch code otherwise."""
-    if means.device.type == "cuda":
+    if select_backend(means.device) == "gsplat":
         return _rasterize_gsplat(means, quats, scales, opacities, colors, camera, background)
     proj = project(means, covariance_3d(quats, scales), opacities, camera)
     return rasterize_projected(proj, opacities, colors, camera.width, camera.height, background)
+
+
+def select_backend(device: torch.device) -> str:
+    """'gsplat' for tensors on a CUDA device, 'torch' (our tiled code) otherwise.
+
+    Raises a MetatuneError when CUDA tensors are given but gsplat is not installed.
+    """
+    if device.type != "cuda":
+        return "torch"
+    if importlib.util.find_spec("gsplat") is None:
+        from metatune import MetatuneError
+        raise MetatuneError("rendering tensors on a CUDA device needs gsplat, which is not installed "
+                            "(pip install -e '.[cuda]'); move the model to the CPU to use the PyTorch rasterizer")
+    return "gsplat"
 
 
 @dataclass
@@ -129,12 +144,8 @@ def tile_lists(means2d: Tensor,  # [N, 2]
 
 def _rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                       camera: Camera, background: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The same rendering through gsplat's CUDA kernels (imported only here; untested without a GPU)."""
-    try:
-        from gsplat import rasterization
-    except ImportError as err:  # pragma: no cover - needs a CUDA machine
-        from metatune import MetatuneError
-        raise MetatuneError("rendering on a CUDA device needs gsplat (`pip install gsplat`)") from err
+    """The same rendering through gsplat's CUDA kernels (imported only here; never run in this project yet)."""
+    from gsplat import rasterization
     view = camera.viewmat().to(means)[None]
     K = camera.K().to(means)[None]
     bg = None if background is None else background.to(colors)[None]

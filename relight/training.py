@@ -24,6 +24,7 @@ from relight.tasks import TaskSampler, photometric_loss
 METHODS = ("meta", "joint", "plain")
 CHECKPOINT = "checkpoint.pt"
 TUNER = "tuner.pt"
+STAGE1 = "stage1.pt"  # the checkpoint at the end of stage 1 (fitting), kept so that other methods can start there
 
 
 @dataclass
@@ -32,7 +33,7 @@ class TrainConfig:
     method: str = "meta"
     resolution: int = 64
     fit_steps: int = 300  # stage 1, every method: fit on random training frames
-    meta_steps: int = 60  # stage 2: meta-learning (meta) or as many more fitting steps (joint, plain)
+    meta_steps: int = 60  # stage 2: meta-learning (meta) or meta_steps * meta_batch more fitting steps (joint, plain)
     inner_steps: int = 2
     inner_lr: float = 0.05
     outer_lr: float = 2e-3
@@ -100,6 +101,23 @@ def views_loss(prior: LightPrior, params: tuple, light: Light, views: list[Frame
     return total / len(views)
 
 
+def baseline_steps(cfg: TrainConfig) -> int:
+    """Fitting steps of joint/plain: stage 1 plus one per query image meta-learning renders with gradient."""
+    return cfg.fit_steps + cfg.meta_steps * cfg.meta_batch
+
+
+def outer_optimizer(tuner: mt.MetaTuner, prior: LightPrior, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam over the tuner's meta-parameters with the fitting stage's per-parameter step sizes.
+
+    The engine's default gives every parameter of the start one outer_lr; the sqrt(N)-scaled per-Gaussian
+    corrections then move ~40x faster than in joint fitting and turn into colour noise (measured: the
+    indirect term's mean grew 5x and cost 2 dB). Step sizes of the inner loop keep outer_lr.
+    """
+    groups = [{"params": [p], "lr": FIT_LR[name.split(".")[-1]]} for name, p in prior.named_parameters()]
+    steps = list(tuner.log_lr) if cfg.meta_method in ("metasgd", "uncertainty") else []
+    return torch.optim.Adam(groups + ([{"params": steps, "lr": cfg.outer_lr}] if steps else []), eps=1e-15)
+
+
 def make_tuner(prior: LightPrior, cfg: TrainConfig, sampler: TaskSampler | None, log_path: Path | None,
                method: str | None = None) -> mt.MetaTuner:
     """The engine's MetaTuner over lights: inner loop on support views, outer loss on query views."""
@@ -159,12 +177,14 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
     opt = torch.optim.Adam(groups, eps=1e-15)
     if state.get("optimizer") is not None:
         opt.load_state_dict(state["optimizer"])
-    fit_total = cfg.fit_steps + (cfg.meta_steps if cfg.method != "meta" else 0)
+    fit_total = cfg.fit_steps if cfg.method == "meta" else baseline_steps(cfg)
     t0 = time.perf_counter()
+    meta_opt: torch.optim.Optimizer | None = None
 
     def checkpoint() -> None:
         save_checkpoint(run, {"config": asdict(cfg), "n": _count(module), "module": module.state_dict(),
                               "optimizer": opt.state_dict(), "fit_done": fit_done,
+                              "meta_optimizer": meta_opt.state_dict() if meta_opt is not None else None,
                               "elapsed": elapsed + time.perf_counter() - t0, "rng": list(rng.getstate()),
                               "cameras": pack_cameras([f.camera for f in scene.frames])})
 
@@ -179,8 +199,11 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
         loss.backward()
         opt.step()
         fit_done = i + 1
-        if fit_done % cfg.checkpoint_every == 0:
+        if fit_done % cfg.checkpoint_every == 0 or fit_done == cfg.fit_steps:
             checkpoint()
+        if fit_done == cfg.fit_steps and not isinstance(module, PlainGaussians):
+            (run / (STAGE1 + ".tmp")).write_bytes((run / CHECKPOINT).read_bytes())
+            (run / (STAGE1 + ".tmp")).replace(run / STAGE1)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     checkpoint()
     if cfg.method == "meta" and cfg.meta_steps > 0:
@@ -188,9 +211,17 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
         tuner = make_tuner(module, cfg, sampler, run / "meta_log.jsonl")
         if (run / TUNER).is_file():
             tuner.load(run / TUNER)
+        else:
+            tuner.adapt(sampler(1)[0], 0)  # creates the step-size parameters
+        meta_opt = tuner.optimizer = outer_optimizer(tuner, module, cfg)
+        if state.get("meta_optimizer") is not None:
+            meta_opt.load_state_dict(state["meta_optimizer"])
         while tuner.step_count < cfg.meta_steps:
             tuner.train(min(cfg.checkpoint_every, cfg.meta_steps - tuner.step_count), progress=progress)
+            # The engine's checkpoint restores only its own optimizer layout: ours goes into checkpoint.pt.
+            tuner.optimizer = None
             tuner.save(run / TUNER)
+            tuner.optimizer = meta_opt
             checkpoint()
     seconds = elapsed + time.perf_counter() - t0
     summary = {"method": cfg.method, "gaussians": _count(module), "resolution": cfg.resolution,
@@ -199,6 +230,19 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(run / "summary.json")
     return summary
+
+
+def fork_stage1(source: Path, run: Path, method: str) -> None:
+    """Start `run` as `method` from the end of `source`'s stage 1 (same data, seed and steps: both
+    methods share stage 1 exactly, so training it once serves both and pairs their comparison)."""
+    path = Path(source) / STAGE1
+    if not path.is_file():
+        raise MetatuneError(f"{source} has no stage-1 checkpoint ({path}); train it past its fitting stage first")
+    if (Path(run) / CHECKPOINT).is_file():
+        return
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    state["config"] = state["config"] | {"method": method}
+    save_checkpoint(Path(run), state)
 
 
 def pack_cameras(cameras: list[Camera]) -> Tensor:  # [F, 22]

@@ -87,3 +87,42 @@ def test_tile_lists_match_brute_force_overlap():
             lo, hi = ((m2d - radii[:, None]) / 8).floor(), ((m2d + radii[:, None]) / 8).floor()
             hit = (lo[:, 0] <= tx) & (hi[:, 0] >= tx) & (lo[:, 1] <= ty) & (hi[:, 1] >= ty) & (radii > 0)
             assert torch.equal(lists[ty * 6 + tx], hit.nonzero().squeeze(-1))
+
+
+def test_backend_selection_cpu_torch_cuda_gsplat_or_a_clear_error(monkeypatch):
+    import importlib.util
+
+    import pytest
+
+    from metatune import MetatuneError
+    from relight import rasterize as rz
+    assert rz.select_backend(torch.device("cpu")) == "torch"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gsplat" else real(name, *a))
+    with pytest.raises(MetatuneError, match="needs gsplat"):
+        rz.select_backend(torch.device("cuda"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "gsplat" else real(name, *a))
+    assert rz.select_backend(torch.device("cuda")) == "gsplat"
+    assert rz.select_backend(torch.device("cpu")) == "torch"
+
+
+def test_rasterize_dispatches_on_the_selected_backend(monkeypatch):
+    from relight import rasterize as rz
+    means, quats, scales, opac, colors, cam = scene(5, 3)
+    monkeypatch.setattr(rz, "_rasterize_gsplat", lambda *a: ("gsplat", a[-2]))
+    assert rz.rasterize(means, quats, scales, opac, colors, cam)[0].shape == (17, 21, 3)  # CPU: our code
+    monkeypatch.setattr(rz, "select_backend", lambda device: "gsplat")
+    assert rz.rasterize(means, quats, scales, opac, colors, cam) == ("gsplat", cam)
+
+
+def test_gsplat_matches_the_cpu_rasterizer_on_cuda():
+    import importlib.util
+
+    import pytest
+    if not torch.cuda.is_available() or importlib.util.find_spec("gsplat") is None:
+        pytest.skip("needs a CUDA device and gsplat")
+    means, quats, scales, opac, colors, cam = scene(40, 0)
+    ref, ref_alpha = rasterize(means, quats, scales, opac, colors, cam)
+    c = Camera(cam.c2w.cuda(), cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
+    img, alpha = rasterize(*(t.cuda() for t in (means, quats, scales, opac, colors)), c)
+    assert torch.allclose(img.cpu(), ref, atol=2e-3) and torch.allclose(alpha.cpu(), ref_alpha, atol=2e-3)

@@ -69,6 +69,9 @@ def test_pytorch3d_scene_has_lit_and_shadowed_floor(tmp_path):
     assert len(scene.frames) == 4 and scene.points.shape == (200, 3)
     img = torch.stack([f.image for f in scene.frames])
     assert img.max() > 0.3 and (img.sum(-1) == 0).any()  # lit surfaces and empty background
+    for split, side in (("train", True), ("test", False)):  # lights on opposite sides of the hemisphere
+        lights = [f.light.position for f in load_scene(root, split).frames]
+        assert all((0 < math.atan2(p[1], p[0]) % (2 * math.pi) < math.pi) == side for p in lights)
 
 
 def test_bad_scene_folders_raise_clear_errors(mj_scene, tmp_path):

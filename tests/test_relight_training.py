@@ -133,3 +133,36 @@ def test_a_light_inside_the_object_is_rejected(scene, tmp_path):
     tf.write_text(json.dumps(meta))
     with pytest.raises(MetatuneError, match="inside the object"):
         training.train(bad, tmp_path / "run", cfg(), progress=False)
+
+
+def test_meta_starts_where_joint_ends_stage_one_and_is_resumable(scene, tmp_path):
+    training.train(scene, tmp_path / "joint", cfg(method="joint", fit_steps=3, meta_steps=1), progress=False)
+    _, joint, sj = training.load_checkpoint(tmp_path / "joint")
+    assert sj["fit_done"] == 3 + 1 * 2  # stage 1 plus one step per query image of the meta-batch
+    training.train(scene, tmp_path / "meta", cfg(fit_steps=3, meta_steps=0), progress=False)
+    _, meta, _ = training.load_checkpoint(tmp_path / "meta")
+    stage1 = torch.load(tmp_path / "joint" / training.STAGE1, weights_only=True)
+    for name, p in meta.named_parameters():  # stage 1 is the same computation for both methods
+        assert torch.allclose(p, stage1["module"][name], atol=1e-6), name
+    training.fork_stage1(tmp_path / "joint", tmp_path / "fork", "meta")
+    training.train(scene, tmp_path / "fork", cfg(fit_steps=3, meta_steps=1), progress=False)
+    c, _, state = training.load_checkpoint(tmp_path / "fork")
+    assert c.method == "meta" and state["fit_done"] == 3 and state["meta_optimizer"] is not None
+    assert torch.load(tmp_path / "fork" / training.TUNER, weights_only=True)["step"] == 1
+    training.train(scene, tmp_path / "fork", cfg(fit_steps=3, meta_steps=2), progress=False)  # resume meta
+    assert torch.load(tmp_path / "fork" / training.TUNER, weights_only=True)["step"] == 2
+    with pytest.raises(MetatuneError, match="no stage-1 checkpoint"):
+        training.fork_stage1(tmp_path / "nothing", tmp_path / "x", "meta")
+
+
+def test_outer_loop_moves_each_parameter_at_its_fitting_step_size(scene):
+    prior = training.build("meta", training.initial_points(load_scene(scene), 300, 0))
+    c = cfg()
+    sampler = training.TaskSampler(load_scene(scene, "train", 24).frames, seed=0)
+    tuner = training.make_tuner(prior, c, sampler, None)
+    tuner.adapt(sampler(1)[0], 0)
+    opt = training.outer_optimizer(tuner, prior, c)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for name, p in prior.named_parameters():
+        assert lr_of[id(p)] == training.FIT_LR[name.split(".")[-1]], name
+    assert all(lr_of[id(p)] == c.outer_lr for p in tuner.log_lr)
