@@ -19,7 +19,6 @@ import os
 import ctypes
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -163,93 +162,117 @@ def cost(x, u, t):
     return (x[..., 0] - 1.0) ** 2 + 1e-3 * u[..., 0] ** 2
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
 
 
 class PeakRSS:
-    """Peak resident-set growth over a block, sampled every millisecond by a thread (after malloc_trim)."""
+    """Peak resident-set growth over a block, exact: the kernel's high-water mark (VmHWM), reset on entry
+    through /proc/self/clear_refs, after malloc_trim so that freed heap pages do not count as the base."""
 
     def __enter__(self):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-        self.base = self.peak = rss_bytes()
-        self.running = True
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current RSS
+        self.base = _status_kb("VmRSS")
         return self
 
-    def _poll(self):
-        while self.running:
-            self.peak = max(self.peak, rss_bytes())
-            time.sleep(0.001)
-
     def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, rss_bytes())
+        self.peak = _status_kb("VmHWM")
 
     @property
     def growth_mb(self) -> float:
-        return (self.peak - self.base) / 2**20
+        return (self.peak - self.base) / 1024
 
 
-def measure_rollout(mode: str, horizon: int, n_params: int, batch: int) -> dict:
-    """Run in a fresh process: one gradient of the summed cost; its time and peak RSS growth."""
+ROLLOUT_MODES = {  # benchmark label -> rollout options
+    "adjoint": dict(grad="adjoint"),  # the default: vectorized over time when x0 has <= 512 numbers
+    "adj-vec": dict(grad="adjoint", vectorize=True),
+    "adj-step": dict(grad="adjoint", vectorize=False),
+    "autograd": dict(grad="autograd"),
+    "forward": dict(grad="forward"),
+}
+
+
+def measure_rollout(mode: str, horizon: int, n_params: int, batch: int, timing: bool = True) -> dict:
+    """Run in a fresh process: one gradient of the summed cost; its wall and CPU time and peak RSS growth.
+
+    One thread, so CPU time is the work done, whatever else the machine runs; wall time is what a user waits.
+    """
     torch.set_num_threads(1)
     policy = rbf_policy(n_params)
     x0 = torch.zeros(batch, 2, dtype=torch.float64)
     x0[:, 0] = torch.linspace(-1, 1, batch, dtype=torch.float64)
     theta = torch.zeros(n_params, dtype=torch.float64, requires_grad=True)
-    kw = dict(grad=mode, cost=cost, store_states=False)  # a tuner needs the cost's gradient, not every state
+    kw = dict(ROLLOUT_MODES[mode], cost=cost, store_states=False)  # a tuner needs the cost's gradient only
     warm = mt.rollout(pendulum, x0, policy, theta, 10, **kw)  # allocator and thread-pool warm-up
     torch.autograd.grad(warm.cost.sum(), theta)
-    t_fwd = float("inf")
-    with torch.no_grad():
-        for _ in range(2):
-            t0 = time.perf_counter()
+    t_fwd = c_fwd = t_grad = c_grad = float("inf")
+    for _ in range(3 if timing else 0):  # best of three, forward and gradient interleaved: both see the same load
+        t0, c0 = time.perf_counter(), time.process_time()
+        with torch.no_grad():
             mt.rollout(pendulum, x0, policy, theta.detach(), horizon, grad="autograd", cost=cost)
-            t_fwd = min(t_fwd, time.perf_counter() - t0)
-    t_grad = float("inf")
-    for _ in range(2):  # best of two for the time
-        t0 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         out = mt.rollout(pendulum, x0, policy, theta, horizon, **kw)
         torch.autograd.grad(out.cost.sum(), theta)
-        t_grad = min(t_grad, time.perf_counter() - t0)
+        t2, c2 = time.perf_counter(), time.process_time()
+        t_fwd, c_fwd = min(t_fwd, t1 - t0), min(c_fwd, c1 - c0)
+        t_grad, c_grad = min(t_grad, t2 - t1), min(c_grad, c2 - c1)
         del out
     with PeakRSS() as mem:
         out = mt.rollout(pendulum, x0, policy, theta, horizon, **kw)
         torch.autograd.grad(out.cost.sum(), theta)
     states_bytes = (horizon + 1) * x0.numel() * x0.element_size()
-    return {"mode": mode, "horizon": horizon, "params": n_params, "batch": batch, "forward_s": t_fwd,
-            "grad_s": t_grad, "grad_over_forward": t_grad / t_fwd, "peak_mem_mb": mem.growth_mb,
-            "trajectory_mb": states_bytes / 2**20}
+    nan = float("nan")
+    return {"mode": mode, "horizon": horizon, "params": n_params, "batch": batch,
+            "forward_s": t_fwd if timing else nan, "grad_s": t_grad if timing else nan,
+            "grad_over_forward": t_grad / t_fwd if timing else nan, "forward_cpu_s": c_fwd if timing else nan,
+            "grad_cpu_s": c_grad if timing else nan, "grad_over_forward_cpu": c_grad / c_fwd if timing else nan,
+            "peak_mem_mb": mem.growth_mb, "trajectory_mb": states_bytes / 2**20}
 
 
-def in_subprocess(mode: str, horizon: int, n_params: int, batch: int) -> dict:
+# glibc keeps freed small blocks in its heap, so the resident set of a long computation that allocates the
+# same sizes over and over can creep up with its length. With these settings blocks over 16 KB are mapped
+# and unmapped one by one and free heap is trimmed at once: the resident set then follows the live memory.
+RETURNING_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "16384", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def in_subprocess(mode: str, horizon: int, n_params: int, batch: int, returning_malloc: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--measure", mode, str(horizon), str(n_params), str(batch)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    env = dict(os.environ, **RETURNING_MALLOC) if returning_malloc else None
+    if returning_malloc:
+        cmd.append("--memory-only")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def rollout_rows(horizons: list[int], param_counts: list[int], big_batch: int) -> list[dict]:
-    """Three sweeps: horizon (batch 16, overhead-bound), a large batch (compute-bound), parameter count."""
+    """Four sweeps: horizon (batch 16, overhead-bound), batch size (where the vectorized adjoint stops paying),
+    a large batch (compute-bound), parameter count."""
     rows = []
     print("\nRollout gradient of a summed cost (pendulum batch, RBF policy): forward = one no-grad rollout;")
-    print("peak MB = resident memory growth while computing the gradient; traj MB = size of the full trajectory")
-    print(f"{'mode':>8} {'T':>6} {'P':>4} {'batch':>6} | {'forward':>9} {'gradient':>9} {'ratio':>6} | "
-          f"{'peak MB':>8} {'traj MB':>8}")
+    print("ratio = gradient / forward time (wall; cpu = process CPU time, one thread, immune to other load);")
+    print("peak MB = resident memory growth while computing the gradient (exact high-water mark); live MB = the")
+    print("same with glibc set to return freed memory (RETURNING_MALLOC); traj MB = size of the full trajectory")
+    print("adjoint = default (vectorized over time when x0 has <= 512 numbers); adj-vec / adj-step = forced")
+    print(f"{'mode':>8} {'T':>6} {'P':>4} {'batch':>6} | {'forward':>9} {'gradient':>9} {'ratio':>6} {'cpu':>6} | "
+          f"{'peak MB':>8} {'live MB':>8} {'traj MB':>8}")
     # forward sensitivity (vmap over one tangent per parameter) runs ~40x a rollout here: it is left out of
     # the 10,000-step and large-batch rows, which would take minutes each
-    configs = [(m, h, 8, 16) for h in horizons for m in ("adjoint", "autograd", "forward")
+    configs = [(m, h, 8, 16) for h in horizons for m in ("adjoint", "adj-step", "autograd", "forward")
                if not (m == "forward" and h > 1000)]
+    configs += [(m, 500, 8, b) for b in (64, 256, 1024) for m in ("adj-vec", "adj-step")]
     configs += [(m, 1000, 8, big_batch) for m in ("adjoint", "autograd")]
     configs += [(m, PARAM_SWEEP_HORIZON, p, 256) for p in param_counts for m in ("adjoint", "forward")]
     for mode, horizon, p, batch in configs:
         r = in_subprocess(mode, horizon, p, batch)
+        if batch == 16 and mode != "forward":  # the horizon sweep: memory once more with a returning allocator
+            r["peak_mem_mb_returning_malloc"] = in_subprocess(mode, horizon, p, batch, True)["peak_mem_mb"]
         rows.append(r)
         print(f"{mode:>8} {horizon:>6} {p:>4} {batch:>6} | {r['forward_s']:8.3f}s {r['grad_s']:8.3f}s "
-              f"{r['grad_over_forward']:6.2f} | {r['peak_mem_mb']:8.2f} {r['trajectory_mb']:8.3f}", flush=True)
+              f"{r['grad_over_forward']:6.2f} {r['grad_over_forward_cpu']:6.2f} | {r['peak_mem_mb']:8.2f} "
+              f"{r.get('peak_mem_mb_returning_malloc', float('nan')):8.2f} {r['trajectory_mb']:8.3f}", flush=True)
     return rows
 
 
@@ -261,20 +284,31 @@ def summarize(hyper: list[dict], roll: list[dict], big_batch: int) -> dict:
     ps = sorted({r["params"] for r in roll if r["batch"] == 256})
     s = {
         "adjoint_grad_over_forward_batch16": {h: get("adjoint", h, 8, 16)["grad_over_forward"] for h in hs},
+        "adjoint_grad_over_forward_cpu_batch16": {h: get("adjoint", h, 8, 16)["grad_over_forward_cpu"] for h in hs},
+        "stepwise_adjoint_grad_over_forward_batch16": {h: get("adj-step", h, 8, 16)["grad_over_forward"] for h in hs},
+        "vectorized_over_stepwise_time_by_batch": {
+            b: get("adj-vec", 500, 8, b)["grad_cpu_s"] / get("adj-step", 500, 8, b)["grad_cpu_s"]
+            for b in (64, 256, 1024)},
         "autograd_grad_over_forward_batch16": {h: get("autograd", h, 8, 16)["grad_over_forward"] for h in hs},
         f"adjoint_grad_over_forward_batch{big_batch}": get("adjoint", 1000, 8, big_batch)["grad_over_forward"],
         f"adjoint_peak_mb_batch{big_batch}": get("adjoint", 1000, 8, big_batch)["peak_mem_mb"],
         f"autograd_peak_mb_batch{big_batch}": get("autograd", 1000, 8, big_batch)["peak_mem_mb"],
         f"autograd_grad_over_forward_batch{big_batch}": get("autograd", 1000, 8, big_batch)["grad_over_forward"],
         "adjoint_peak_mb_by_horizon": {h: get("adjoint", h, 8, 16)["peak_mem_mb"] for h in hs},
+        "adjoint_peak_mb_by_horizon_returning_malloc": {
+            h: get("adjoint", h, 8, 16)["peak_mem_mb_returning_malloc"] for h in hs},
+        "stepwise_adjoint_peak_mb_by_horizon": {h: get("adj-step", h, 8, 16)["peak_mem_mb"] for h in hs},
+        "stepwise_adjoint_peak_mb_by_horizon_returning_malloc": {
+            h: get("adj-step", h, 8, 16)["peak_mem_mb_returning_malloc"] for h in hs},
         "autograd_peak_mb_by_horizon": {h: get("autograd", h, 8, 16)["peak_mem_mb"] for h in hs},
         "forward_sensitivity_grad_s_by_params": {p: get("forward", PARAM_SWEEP_HORIZON, p, 256)["grad_s"] for p in ps},
         "adjoint_grad_s_by_params": {p: get("adjoint", PARAM_SWEEP_HORIZON, p, 256)["grad_s"] for p in ps},
         "max_hypergrad_rel_err_metatune_implicit": max(r["metatune_implicit_rel_err"] for r in hyper),
         "max_hypergrad_rel_err_torchopt_implicit": max(r["torchopt_implicit_rel_err"] for r in hyper),
     }
-    lo, hi = s["adjoint_peak_mb_by_horizon"][hs[0]], s["adjoint_peak_mb_by_horizon"][hs[-1]]
-    s["adjoint_memory_ratio_longest_over_shortest"] = hi / max(lo, 1e-9)
+    for key in ("adjoint_peak_mb_by_horizon", "adjoint_peak_mb_by_horizon_returning_malloc",
+                "stepwise_adjoint_peak_mb_by_horizon", "stepwise_adjoint_peak_mb_by_horizon_returning_malloc"):
+        s[key.replace("peak_mb_by_horizon", "memory_ratio_longest_over_shortest")] = s[key][hs[-1]] / s[key][hs[0]]
     s["forward_sensitivity_time_ratio_most_over_fewest_params"] = (
         s["forward_sensitivity_grad_s_by_params"][ps[-1]] / s["forward_sensitivity_grad_s_by_params"][ps[0]])
     s["adjoint_time_ratio_most_over_fewest_params"] = (
@@ -287,10 +321,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/engine.json"))
     ap.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
         mode, h, p, b = args.measure
-        print(json.dumps(measure_rollout(mode, int(h), int(p), int(b))))
+        print(json.dumps(measure_rollout(mode, int(h), int(p), int(b), timing=not args.memory_only)))
         return
     dims = [10, 100, 1000] if args.quick else [10, 100, 1000, 3000, 10000]
     horizons = [100, 1000] if args.quick else [100, 1000, 10000]

@@ -348,7 +348,7 @@ def rollout(
         if vectorize is None:
             vectorize = x0.numel() <= VECTORIZE_MAX_STATE
         if segment is None:
-            segment = 128 if vectorize else 32
+            segment = 64 if vectorize else 32
         if segment < 1:
             raise MetatuneError(f"segment must be >= 1, got {segment}")
         states, total = _Adjoint.apply(sim, segment, store_states, bool(vectorize), x0, *ps)
