@@ -325,7 +325,7 @@ def rollout(
     Returns the states [horizon+1, ..., nx] and, when `cost(x, u, t) -> [...]` is given, its sum over
     t = 0..horizon-1. Both are differentiable in `params` and `x0` by `grad` ("adjoint", "autograd", "forward").
     `segment`: steps whose graph the adjoint rebuilds at once (memory per segment, fewer backward calls);
-    default 128 when vectorized, else 32.
+    default 64 when vectorized, else 32.
     `store_states=False` returns only the final state ([1, ..., nx]); the adjoint then keeps one state per
     segment, so its memory stays flat in the horizon (the usual case: only the cost's gradient is needed).
     `vectorize`: the adjoint evaluates each segment's steps at once (vmap over t, so `policy` and `cost` then
