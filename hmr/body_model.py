@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import smplx
 import torch
-from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes
+from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, lbs
 from smplx.utils import Struct
 from torch import Tensor, nn
 
@@ -95,10 +95,11 @@ def generated_model_path() -> Path:
 
 
 def model_kind(data: dict) -> str:
-    if "hands_componentsl" in data:
-        return "smplh"
+    """smplx (face landmarks; SMPL-X files also hold hand PCA), smplh (hand PCA) or smpl."""
     if "lmk_faces_idx" in data or np.asarray(data["v_template"]).shape[0] == 10475:
         return "smplx"
+    if "hands_componentsl" in data:
+        return "smplh"
     return "smpl"
 
 
@@ -109,32 +110,59 @@ def load_smplx(path: str | Path | None = None, num_betas: int = 10) -> nn.Module
     kind = model_kind(data)
     struct = Struct(**data)
     cls = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}[kind]
-    kwargs = {"use_pca": False} if kind != "smpl" else {}
+    kwargs = {"use_pca": False, "flat_hand_mean": True} if kind != "smpl" else {}
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a warning for 10-beta models
-            return cls(model_path=str(path), data_struct=struct, num_betas=num_betas, create_betas=False,
-                       create_global_orient=False, create_body_pose=False, create_transl=False, **kwargs)
+        with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as tmp:
+            # smplx prints a warning for 10-beta models. SMPLX reads its file itself (no data_struct), so it
+            # gets the arrays already freed of chumpy, in a plain .npz.
+            if kind == "smplx":
+                plain = Path(tmp) / "SMPLX_NEUTRAL.npz"
+                np.savez(plain, **{k: np.asarray(v.todense()) if hasattr(v, "todense") else v
+                                   for k, v in data.items()})
+                kwargs.update(model_path=str(plain), ext="npz")
+            else:
+                kwargs.update(model_path=str(path), data_struct=struct)
+            return cls(num_betas=num_betas, create_betas=False, create_global_orient=False,
+                       create_body_pose=False, create_transl=False, **kwargs)
     except Exception as err:
         raise MetatuneError(f"body model {path} is not a valid {kind.upper()} file: {err}") from None
 
 
+# SMPL's two hand joints (22, 23) stand for the root of the middle finger in models with finger joints.
+_MIDDLE_FINGER_ROOTS = {"smplh": (25, 40), "smplx": (28, 43)}
+
+
+def _kind(model: nn.Module) -> str:
+    return "smplx" if isinstance(model, smplx.SMPLX) else "smplh" if isinstance(model, smplx.SMPLH) else "smpl"
+
+
 class BodyModel(nn.Module):
-    """SMPL-layout body: 45 smplx joints fast (skinning only the joints and landmark vertices), or full vertices."""
+    """SMPL-layout body on any SMPL-family model: the 45 smplx SMPL joints (24 body joints, then 21 landmark
+    vertices), fast (skinning only the joints and landmarks) or with all vertices.
+
+    The fit always has 23 body-pose joints (69 values). SMPL-H and SMPL-X have 21 body joints plus fingers
+    (hands flat), jaw and eyes: the first 63 values pose them, SMPL's two hand joints (the last 6) are not
+    used, and the root of each middle finger takes the hand joint's place among the 24.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        if not isinstance(model, smplx.SMPL) or isinstance(model, (smplx.SMPLH, smplx.SMPLX)):
-            raise MetatuneError("fitting needs an SMPL-layout model (23 body joints); SMPL-H/SMPL-X are load-only here")
-        self.smpl = model
+        if not isinstance(model, smplx.SMPL):
+            raise MetatuneError(f"fitting needs an smplx SMPL/SMPL-H/SMPL-X model, got {type(model).__name__}")
+        self.smpl, self.kind = model, _kind(model)
+        self.body_joints = 23 if self.kind == "smpl" else 21
+        hands = list(_MIDDLE_FINGER_ROOTS.get(self.kind, (22, 23)))
+        self.register_buffer("smpl_joints", torch.tensor(list(range(22)) + hands))              # [24]
         lmk = model.vertex_joint_selector.extra_joints_idxs
         jreg = model.J_regressor
-        self.register_buffer("j_template", jreg @ model.v_template)                          # [24, 3]
-        self.register_buffer("j_shapedirs", torch.einsum("jv,vcb->jcb", jreg, model.shapedirs))  # [24, 3, B]
+        self.register_buffer("j_template", jreg @ model.v_template)                          # [J, 3]
+        self.register_buffer("j_shapedirs", torch.einsum("jv,vcb->jcb", jreg, model.shapedirs))  # [J, 3, B]
         self.register_buffer("l_template", model.v_template[lmk])                            # [L, 3]
         self.register_buffer("l_shapedirs", model.shapedirs[lmk])                            # [L, 3, B]
-        posedirs = model.posedirs.view(model.posedirs.shape[0], -1, 3)                       # [207, V, 3]
-        self.register_buffer("l_posedirs", posedirs[:, lmk].reshape(posedirs.shape[0], -1))  # [207, L*3]
-        self.register_buffer("l_weights", model.lbs_weights[lmk])                            # [L, 24]
+        posedirs = model.posedirs.view(model.posedirs.shape[0], -1, 3)                       # [9(J-1), V, 3]
+        self.register_buffer("l_posedirs", posedirs[:, lmk].reshape(posedirs.shape[0], -1))  # [9(J-1), L*3]
+        self.register_buffer("l_weights", model.lbs_weights[lmk])                            # [L, J]
+        self.register_buffer("lmk", lmk.clone())
         self.num_betas = model.num_betas
 
     @classmethod
@@ -145,13 +173,22 @@ class BodyModel(nn.Module):
     def faces(self) -> np.ndarray:  # [F, 3]
         return np.asarray(self.smpl.faces, dtype=np.int64)
 
+    def rotations(self, global_rot: Tensor,  # [B, 3, 3]
+                  body_pose: Tensor,  # [B, 69] axis-angle, SMPL layout
+                  ) -> Tensor:  # [B, J, 3, 3] every joint of the model (fingers, jaw, eyes at rest)
+        b, n = body_pose.shape[0], self.body_joints
+        rot = batch_rodrigues(body_pose[:, :3 * n].reshape(-1, 3)).view(b, n, 3, 3)
+        rest = self.j_template.shape[0] - 1 - n
+        eye = torch.eye(3, dtype=body_pose.dtype).expand(b, rest, 3, 3)
+        return torch.cat([global_rot[:, None], rot, eye], 1)
+
     def joints(self, betas: Tensor,  # [B, 10]
                global_rot: Tensor,  # [B, 3, 3] rotation matrix of the root
                body_pose: Tensor,  # [B, 69] axis-angle
-               ) -> Tensor:  # [B, 45, 3], same as smplx's joints without translation
-        """The 45 smplx joints (24 SMPL joints, then face, feet and fingertip landmarks)."""
+               ) -> Tensor:  # [B, 45, 3], same as `forward`'s joints
+        """The 45 smplx SMPL joints (24 body joints, then face, feet and fingertip landmarks)."""
         b = betas.shape[0]
-        rot = torch.cat([global_rot[:, None], batch_rodrigues(body_pose.reshape(-1, 3)).view(b, -1, 3, 3)], 1)
+        rot = self.rotations(global_rot, body_pose)
         j_rest = self.j_template + blend_shapes(betas, self.j_shapedirs)
         j_posed, a = batch_rigid_transform(rot, j_rest, self.smpl.parents)
         eye = torch.eye(3, dtype=betas.dtype)
@@ -160,15 +197,14 @@ class BodyModel(nn.Module):
         l_rest = l_rest + (pose_feature @ self.l_posedirs).view(b, -1, 3)
         t = torch.einsum("lj,bjxy->blxy", self.l_weights, a)
         l_posed = (t[..., :3, :3] @ l_rest.unsqueeze(-1)).squeeze(-1) + t[..., :3, 3]
-        return torch.cat([j_posed, l_posed], 1)
+        return torch.cat([j_posed[:, self.smpl_joints], l_posed], 1)
 
     def forward(self, betas: Tensor,  # [B, 10]
                 global_rot: Tensor,  # [B, 3, 3]
                 body_pose: Tensor,  # [B, 69] axis-angle
                 ) -> tuple[Tensor, Tensor]:  # vertices [B, V, 3], joints [B, 45, 3]
-        """Full smplx forward (all vertices) without translation."""
-        b = betas.shape[0]
-        rots = batch_rodrigues(body_pose.reshape(-1, 3)).view(b, -1, 3, 3)
-        out = self.smpl(betas=betas, global_orient=global_rot[:, None], body_pose=rots,
-                        transl=torch.zeros(b, 3, dtype=betas.dtype), pose2rot=False)
-        return out.vertices, out.joints
+        """All vertices by smplx's linear blend skinning, without translation."""
+        m = self.smpl
+        verts, j = lbs(betas, self.rotations(global_rot, body_pose), m.v_template, m.shapedirs, m.posedirs,
+                       m.J_regressor, m.parents, m.lbs_weights, pose2rot=False)
+        return verts, torch.cat([j[:, self.smpl_joints], verts[:, self.lmk]], 1)

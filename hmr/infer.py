@@ -98,7 +98,9 @@ def infer(image: str | Path, keypoints: str | Path, out_dir: str | Path, model: 
         joints = posed_joints(body, fit.params)
     faces = torch.as_tensor(body.faces)
     result = {"image": str(image), "keypoints": str(keypoints), "keypoint_format": kp.fmt, "method": fit.method,
-              "model": str(model) if model else "generated",
+              "model": str(model) if model else "generated", "model_type": body.kind,
+              "body_pose_layout": "SMPL: 23 joints x axis-angle" if body.kind == "smpl"
+              else "first 63 values: the model's 21 body joints; the last 6 (SMPL's hands) unused",
               "camera": {"focal": float(prob.focal[0]), "centre": prob.centre[0].tolist(), "width": w, "height": h},
               "people": [_person_json(body, fit, i, joints, kept[i]) for i in range(len(kept))]}
 

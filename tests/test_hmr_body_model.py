@@ -11,6 +11,7 @@ import torch
 from hmr.body_model import BodyModel, generated_model_path, load_smplx, read_model_file, write_model_file
 from hmr.body_template import JOINTS, NUM_VERTS, PARENTS, generate_body_model
 from hmr.objective import global_rotation
+from hmr.smplx_layout import smplx_arrays, smplx_parents, vertex_order
 from metatune import MetatuneError
 
 
@@ -127,7 +128,7 @@ def test_npz_and_bad_files(tmp_path, arrays):
         read_model_file(partial)
 
 
-def test_smplh_layout_file_loads_as_smplh_and_is_refused_for_fitting(tmp_path, arrays):
+def test_smplh_layout_file_loads_as_smplh_and_fits_like_smpl(tmp_path, arrays, body):
     """An SMPL-H-format file (52 joints, hand PCA) built from the generated arrays: smplx.SMPLH runs it."""
     data = dict(arrays)
     v = arrays["v_template"].shape[0]
@@ -136,12 +137,13 @@ def test_smplh_layout_file_loads_as_smplh_and_is_refused_for_fitting(tmp_path, a
     data["kintree_table"] = np.stack([np.where(np.array(parents) < 0, 2**32 - 1, parents), np.arange(52)])
     weights = np.zeros((v, 52))
     weights[:, :22] = arrays["weights"][:, :22]
-    weights[:, 20] += arrays["weights"][:, 22]
-    weights[:, 21] += arrays["weights"][:, 23]
+    weights[:, 25] = arrays["weights"][:, 22]      # SMPL's hand joints become the middle fingers' roots
+    weights[:, 40] = arrays["weights"][:, 23]
     data["weights"] = weights
     data["J_regressor"] = np.concatenate([arrays["J_regressor"][:22], np.repeat(arrays["J_regressor"][22:23], 15, 0),
                                           np.repeat(arrays["J_regressor"][23:24], 15, 0)])
     data["posedirs"] = np.zeros((v, 3, 51 * 9))
+    data["posedirs"][..., :21 * 9] = arrays["posedirs"][..., :21 * 9]
     for side in "lr":
         data[f"hands_components{side}"] = np.eye(45)
         data[f"hands_mean{side}"] = np.zeros(45)
@@ -153,5 +155,46 @@ def test_smplh_layout_file_loads_as_smplh_and_is_refused_for_fitting(tmp_path, a
                 left_hand_pose=torch.zeros(1, 45), right_hand_pose=torch.zeros(1, 45))
     torch.testing.assert_close(out.vertices[0], torch.tensor(arrays["v_template"], dtype=torch.float32),
                                atol=1e-5, rtol=0)
-    with pytest.raises(MetatuneError, match="SMPL-layout"):
-        BodyModel(model)
+    _poses_like_smpl(BodyModel(model), body)
+
+
+def _poses_like_smpl(other: BodyModel, body: BodyModel) -> None:
+    """With SMPL's hand joints at rest, a model rebuilt from the same arrays gives the same 45 joints."""
+    g = torch.Generator().manual_seed(3)
+    betas, rot, pose = torch.randn(3, 10, generator=g), global_rotation(torch.randn(3, 3, generator=g)), \
+        0.4 * torch.randn(3, 69, generator=g)
+    pose[:, 63:] = 0
+    want = body.joints(betas, rot, pose)
+    torch.testing.assert_close(other.joints(betas, rot, pose), want, atol=1e-5, rtol=0)
+    verts, joints = other(betas, rot, pose)
+    torch.testing.assert_close(joints, want, atol=1e-5, rtol=0)
+    return verts
+
+
+def test_smplx_layout_file_loads_in_smplx_and_fits_like_smpl(tmp_path, arrays, body):
+    """An SMPL-X-format .npz and .pkl from the generated arrays: smplx.SMPLX itself runs it, and the fit's
+    body model on it poses exactly like the SMPL body it was built from."""
+    data = smplx_arrays(arrays)
+    assert data["v_template"].shape == (10475, 3) and data["J_regressor"].shape == (55, 10475)
+    for path in (tmp_path / "SMPLX_NEUTRAL.npz", tmp_path / "SMPLX_NEUTRAL.pkl"):
+        np.savez(path, **data) if path.suffix == ".npz" else write_model_file(path, data)
+        model = load_smplx(path)
+        assert isinstance(model, smplx.SMPLX) and model.parents.tolist() == smplx_parents().tolist()
+    g = torch.Generator().manual_seed(4)
+    betas, orient, pose = torch.randn(2, 10, generator=g), 0.3 * torch.randn(2, 3, generator=g), \
+        0.4 * torch.randn(2, 63, generator=g)
+    z = lambda n: torch.zeros(2, n)  # noqa: E731
+    out = model(betas=betas, global_orient=orient, body_pose=pose, left_hand_pose=z(45), right_hand_pose=z(45),
+                jaw_pose=z(3), leye_pose=z(3), reye_pose=z(3), expression=z(10))
+    ref = smplx.SMPL(model_path=str(generated_model_path()))(betas=betas, global_orient=orient,
+                                                                 body_pose=torch.cat([pose, z(6)], 1))
+    order = torch.as_tensor(vertex_order(arrays["v_template"].shape[0]))
+    torch.testing.assert_close(out.vertices, ref.vertices[:, order], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.joints[:, :22], ref.joints[:, :22], atol=1e-5, rtol=0)
+    fit_body = BodyModel(model)
+    verts = _poses_like_smpl(fit_body, body)
+    assert verts.shape == (3, 10475, 3)
+    # and smplx's own SMPL-X forward agrees with the fit's full forward on the same pose
+    from smplx.lbs import batch_rodrigues
+    v2, _ = fit_body(betas, batch_rodrigues(orient), torch.cat([pose, z(6)], 1))
+    torch.testing.assert_close(v2, out.vertices, atol=1e-5, rtol=0)
