@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     people = args.people or (64 if args.quick else 256)
-    cfg = MetaFitConfig(pretrain_steps=args.pretrain_steps or (200 if args.quick else 1500),
-                        meta_steps=args.meta_steps or (10 if args.quick else 100))
+    default = MetaFitConfig()
+    cfg = MetaFitConfig(pretrain_steps=args.pretrain_steps or (200 if args.quick else default.pretrain_steps),
+                        meta_steps=args.meta_steps or (10 if args.quick else 100),
+                        train_pool=4096 if args.quick else default.train_pool)
     body = BodyModel.load()
     t0 = time.perf_counter()
     fitter = MetaFitter(body, cfg)
@@ -48,14 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     calibration = fitter.calibrate(make_split(body, "train", 128))
     train_s = time.perf_counter() - t0
     fitter.save(Path(__file__).parent / "results" / "hmr_meta.pt")   # reusable: metatune hmr evaluate/infer
-    res = evaluate_fits(body, fitter, make_split(body, "heldout", people), batch=64)
+    heldout = make_split(body, "heldout", people)
+    res = evaluate_fits(body, fitter, heldout, batch=64)
     res.pop("_scatter")
+    # Ablation: the same trained fit with freezing switched off (does freezing cost accuracy?)
+    fitter.tuner.config.freeze_ratio = 0.0
+    res["meta_fit_no_freezing"] = evaluate_fits(body, fitter, heldout, batch=64, methods=("meta_fit",))["meta_fit"]
+    fitter.tuner.config.freeze_ratio = cfg.freeze_ratio
 
-    cols = ["pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "iterations", "ms_per_person", "spearman", "coverage90"]
+    cols = ["pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "iterations", "ms_per_person", "spearman", "coverage90",
+            "frozen_fraction"]
     print(f"\nheld-out synthetic split, {people} people (batches of 64, {args.threads} CPU thread(s))")
-    print(f"{'method':<16}" + "".join(f"{c:>15}" for c in cols))
-    for name in ("regressor_only", "meta_fit", "smplify"):
-        print(f"{name:<16}" + "".join(f"{res[name][c]:>15.3g}" for c in cols))
+    print(f"{'method':<22}" + "".join(f"{c:>16}" for c in cols))
+    for name in ("regressor_only", "meta_fit", "meta_fit_no_freezing", "smplify"):
+        row = res[name]
+        print(f"{name:<22}" + "".join(f"{'-' if row[c] is None else format(row[c], '.3g'):>16}" for c in cols))
     r = res["ratios"]
     print(f"\nPA-MPJPE meta/smplify = {r['pa_mpjpe_meta_over_smplify']:.3f} (target <= 0.8); "
           f"iterations smplify/meta = {r['iterations_smplify_over_meta']:.0f}x (target >= 10x)")

@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> int:
     from hmr.training_plot import plot_training
 
     cfg = MetaFitConfig(pretrain_steps=args.pretrain_steps, meta_steps=args.meta_steps,
-                        inner_steps=args.inner_steps, people_per_task=args.people)
+                        inner_steps=args.inner_steps, people_per_task=args.people, train_pool=args.train_pool)
     body = BodyModel.load(args.model)
     out = Path(args.out)
     fitter = MetaFitter(body, cfg, log_path=out.with_name(out.name + ".log.jsonl"))
@@ -91,8 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("train", help="meta-train the keypoint regressor, step sizes and prior variances")
     p.add_argument("--out", type=Path, default=Path("runs/hmr/meta.pt"), help="checkpoint path")
     p.add_argument("--model", type=Path, default=None, help=model_help)
-    p.add_argument("--pretrain-steps", type=_positive(int), default=400)
+    p.add_argument("--pretrain-steps", type=_positive(int), default=3000)
     p.add_argument("--meta-steps", type=_positive(int), default=150)
+    p.add_argument("--train-pool", type=_positive(int), default=65536, help="synthetic training people")
     p.add_argument("--inner-steps", type=_positive(int), default=10)
     p.add_argument("--people", type=_positive(int), default=32, help="people per meta-training task")
     p.add_argument("--calibration-people", type=_positive(int), default=128)

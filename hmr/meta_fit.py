@@ -30,16 +30,18 @@ class MetaFitConfig:
     inner_steps: int = 10
     inner_lr: float = 0.3          # initial step size of every parameter (learned per parameter)
     prior_std: float = 1.0         # initial prior std of every parameter (learned per parameter)
-    freeze_ratio: float = 0.02     # freeze a parameter once its std < ratio * prior std
+    freeze_ratio: float = 0.4      # freeze a parameter once its std < ratio * prior std
     probes: int = 2                # Hutchinson probes per step for the curvature
-    outer_lr: float = 1e-3
+    outer_lr: float = 2e-5         # meta-training lr of the regressor (a fine-tune of the supervised one)
+    step_outer_lr: float = 0.05    # meta-training lr of the log step sizes and log prior stds
     people_per_task: int = 32
     meta_batch: int = 1
-    pretrain_steps: int = 400      # supervised steps for the regressor before meta-training
-    pretrain_lr: float = 3e-3
+    pretrain_steps: int = 3000     # supervised steps for the regressor before meta-training
+    pretrain_lr: float = 2e-3      # peak of a one-cycle schedule
+    pretrain_batch: int = 128
     meta_steps: int = 150
-    train_pool: int = 4096
-    hidden: int = 256
+    train_pool: int = 65536        # synthetic training people (drawn once, sampled with replacement)
+    hidden: int = 512
     seed: int = 0
 
 
@@ -89,7 +91,8 @@ class MetaFitter:
             scale = curvature_scale(body, people_problem(body, ref), ref.params, self.weights)
         self.init = _ScaledInit(self.regressor, scale)
         meta = mt.MetaConfig(method="uncertainty", inner_steps=self.cfg.inner_steps, inner_lr=self.cfg.inner_lr,
-                             outer_lr=self.cfg.outer_lr, meta_batch=self.cfg.meta_batch, batch_dims=1,
+                             outer_lr=self.cfg.outer_lr, step_outer_lr=self.cfg.step_outer_lr,
+                             meta_batch=self.cfg.meta_batch, batch_dims=1,
                              prior_std=self.cfg.prior_std, freeze_ratio=self.cfg.freeze_ratio,
                              probes=self.cfg.probes, seed=self.cfg.seed)
         self.tuner = mt.MetaTuner(self.init, self._inner_loss, self._outer_loss, self._sample_tasks,
@@ -122,27 +125,32 @@ class MetaFitter:
             gt = root_relative_joints(self.body, people.params)
         return people_problem(self.body, people), gt
 
-    def _sample_tasks(self, n: int) -> list[Task]:
+    def _sample_tasks(self, n: int, people: int | None = None) -> list[Task]:
         if self._pool is None:
             self._pool = make_people(self.body, self.cfg.train_pool, seed=1000 + self.cfg.seed, cfg=self.data)
         out = []
         for _ in range(n):
-            idx = torch.randint(0, len(self._pool), (self.cfg.people_per_task,), generator=self._gen)
+            idx = torch.randint(0, len(self._pool), (people or self.cfg.people_per_task,), generator=self._gen)
             out.append(self.task(self._pool.subset(idx)))
         return out
 
     # -- training ----------------------------------------------------------------------------------
     def pretrain(self, steps: int | None = None, progress: bool = True) -> list[float]:
-        """Supervised warm start of the regressor (the fit with zero steps)."""
+        """Supervised warm start of the regressor (the fit with zero steps), one-cycle learning rate."""
         steps = self.cfg.pretrain_steps if steps is None else steps
+        if steps == 0:
+            return []
         opt = torch.optim.Adam(self.regressor.parameters(), lr=self.cfg.pretrain_lr)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.cfg.pretrain_lr, total_steps=steps,
+                                                    pct_start=0.05)
         losses = []
         for _ in tqdm(range(steps), desc="pretrain regressor", disable=not progress):
-            (task,) = self._sample_tasks(1)
+            (task,) = self._sample_tasks(1, self.cfg.pretrain_batch)
             loss = self._outer_loss(self.init(task), task)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             losses.append(float(loss.detach()))
         return losses
 

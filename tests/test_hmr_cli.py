@@ -2,12 +2,14 @@
 import json
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
-from hmr.body_model import BodyModel
+from hmr.body_model import BodyModel, generated_model_path, read_model_file
 from hmr.demo import person_image
 from hmr.keypoints import BODY25_TO_SMPLX, body25_json
+from hmr.smplx_layout import smplx_arrays
 from hmr.synthetic import SyntheticConfig, make_people
 from metatune.cli import main
 
@@ -45,11 +47,29 @@ def test_infer_writes_meshes_overlay_and_result(scene, tmp_path):
     assert (overlay != cv2.imread(str(d / "person.png"))).any()     # the mesh is drawn
 
 
+def test_infer_accepts_an_smplx_model_file(scene, tmp_path):
+    """A user's SMPL-X file (here: one in the SMPL-X format built from the generated arrays)."""
+    d, person, body = scene
+    model = tmp_path / "SMPLX_NEUTRAL.npz"
+    np.savez(model, **smplx_arrays(read_model_file(generated_model_path())))
+    out = tmp_path / "fit"
+    assert main(["hmr", "infer", str(d / "person.png"), "--keypoints", str(d / "kp.json"), "--model", str(model),
+                 "--out", str(out)]) == 0
+    obj = (out / "person_0.obj").read_text().splitlines()
+    assert sum(line.startswith("v ") for line in obj) == 10475
+    res = json.loads((out / "result.json").read_text())
+    assert res["model_type"] == "smplx" and len(res["people"][0]["joints3d"]) == 24
+    j = torch.tensor(res["people"][0]["joints3d"])
+    uv = res["camera"]["focal"] * j[:, :2] / j[:, 2:] + torch.tensor(res["camera"]["centre"])
+    kp = person.kp_xy[0, [BODY25_TO_SMPLX.index(i) for i in (12, 16, 17, 1, 2)]]
+    assert (uv[[12, 16, 17, 1, 2]] - kp).norm(dim=-1).median() < 0.05 * res["camera"]["height"]
+
+
 def test_train_evaluate_and_infer_with_a_checkpoint(scene, tmp_path):
     d, _, _ = scene
     ckpt = tmp_path / "meta.pt"
     assert main(["hmr", "train", "--out", str(ckpt), "--pretrain-steps", "5", "--meta-steps", "1",
-                 "--inner-steps", "2", "--people", "4", "--calibration-people", "4"]) == 0
+                 "--inner-steps", "2", "--people", "4", "--calibration-people", "4", "--train-pool", "64"]) == 0
     assert ckpt.is_file() and (tmp_path / "meta.pt.json").is_file() and (tmp_path / "meta.pt.png").is_file()
     assert main(["hmr", "evaluate", "--checkpoint", str(ckpt), "--people", "3", "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["summary"]

@@ -5,7 +5,7 @@ import torch
 from hmr.body_model import BodyModel
 from hmr.joint_uncertainty import root_relative_joints
 from hmr.keypoints import BODY25_TO_SMPLX
-from hmr.meta_fit import MetaFitConfig, MetaFitter
+from hmr.meta_fit import MetaFitConfig, MetaFitter, curvature_scale
 from hmr.metrics import mpjpe
 from hmr.objective import FitWeights, fit_loss, posed_joints
 from hmr.pose_limits import pose_limits
@@ -49,7 +49,7 @@ def test_smplify_lowers_the_objective_and_the_error(body):
 
 def test_meta_fit_trains_adapts_and_round_trips(body, tmp_path):
     cfg = MetaFitConfig(pretrain_steps=40, meta_steps=3, inner_steps=3, people_per_task=8, train_pool=64,
-                        hidden=32, pretrain_lr=1e-2)
+                        hidden=32, pretrain_lr=1e-2, pretrain_batch=16)
     fitter = MetaFitter(body, cfg)
     pre = fitter.pretrain(progress=False)
     assert sum(pre[-5:]) < sum(pre[:5])                 # the supervised start learns
@@ -83,3 +83,27 @@ def test_meta_fit_trains_adapts_and_round_trips(body, tmp_path):
     torch.testing.assert_close(a.joint_std_mm, b.joint_std_mm)
     err = root_relative_joints(body, a.params) - root_relative_joints(body, people.params)
     assert torch.isfinite(err).all()
+
+
+def test_uncertainty_updates_freeze_converged_parameters(body):
+    """Started near the solution (where a good regressor starts), with the default freeze ratio some
+    parameters' std collapses and they stop moving, while the rest move on."""
+    cfg = MetaFitConfig(train_pool=64, hidden=32)
+    assert cfg.freeze_ratio == MetaFitConfig().freeze_ratio
+    people = make_split(body, "heldout", 16)
+    prob = people_problem(body, people)
+    few = people.subset(slice(0, 4))            # the fit's units, measured on a few people to keep this fast
+    fitter = MetaFitter(body, cfg, scale=curvature_scale(body, people_problem(body, few), few.params, FitWeights()))
+    near = people.params + 0.05 * torch.randn(people.params.shape, generator=torch.Generator().manual_seed(0))
+    fitter.regressor.forward = lambda task: near          # an oracle start instead of the learned one
+    torch.manual_seed(0)
+    early = fitter.fit(prob, steps=3)
+    torch.manual_seed(0)                       # the same Hutchinson probes for the first 3 steps
+    late = fitter.fit(prob, steps=5)
+    assert early.frozen.any(), "no parameter froze"
+    assert (late.frozen >= early.frozen).all()                 # frozen stays frozen
+    torch.testing.assert_close(late.params[early.frozen], early.params[early.frozen], atol=0, rtol=0)
+    assert (late.params[~late.frozen] != early.params[~late.frozen]).float().mean() > 0.5
+    # frozen where the posterior std collapsed relative to the learned prior std
+    ratio = late.param_std / (fitter.tuner.log_prior_std[0].exp().detach() / fitter.scale)
+    assert ratio[late.frozen].median() < cfg.freeze_ratio < ratio[~late.frozen].median()
