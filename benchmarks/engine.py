@@ -187,7 +187,7 @@ class PeakRSS:
 
 
 ROLLOUT_MODES = {  # benchmark label -> rollout options
-    "adjoint": dict(grad="adjoint"),  # the default: vectorized over time when x0 has <= 512 numbers
+    "adjoint": dict(grad="adjoint"),  # the default: vectorized over time when x0 has <= 256 numbers
     "adj-vec": dict(grad="adjoint", vectorize=True),
     "adj-step": dict(grad="adjoint", vectorize=False),
     "autograd": dict(grad="autograd"),
@@ -255,7 +255,7 @@ def rollout_rows(horizons: list[int], param_counts: list[int], big_batch: int) -
     print("ratio = gradient / forward time (wall; cpu = process CPU time, one thread, immune to other load);")
     print("peak MB = resident memory growth while computing the gradient (exact high-water mark); live MB = the")
     print("same with glibc set to return freed memory (RETURNING_MALLOC); traj MB = size of the full trajectory")
-    print("adjoint = default (vectorized over time when x0 has <= 512 numbers); adj-vec / adj-step = forced")
+    print("adjoint = default (vectorized over time when x0 has <= 256 numbers); adj-vec / adj-step = forced")
     print(f"{'mode':>8} {'T':>6} {'P':>4} {'batch':>6} | {'forward':>9} {'gradient':>9} {'ratio':>6} {'cpu':>6} | "
           f"{'peak MB':>8} {'live MB':>8} {'traj MB':>8}")
     # forward sensitivity (vmap over one tangent per parameter) runs ~40x a rollout here: it is left out of

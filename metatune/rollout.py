@@ -21,7 +21,8 @@ Step = Callable[[Tensor, Tensor], Tensor]
 Policy = Callable[[Tensor, int, Tensors], Tensor]
 Cost = Callable[[Tensor, Tensor, int], Tensor]
 GRADS = ("adjoint", "autograd", "forward")
-VECTORIZE_MAX_STATE = 512  # measured crossover (benchmarks/engine.py): beyond it the step-by-step adjoint is cheaper
+# Measured crossover (benchmarks/engine.py, pendulum batch 64 vs 256): beyond it the step-by-step adjoint is cheaper.
+VECTORIZE_MAX_STATE = 256
 
 
 class Rollout(NamedTuple):
