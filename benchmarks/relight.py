@@ -142,6 +142,16 @@ def quality(quick: bool, resolution: int, work: Path, presets: list[str], method
     return rows
 
 
+def merge_results(old: dict, new: dict) -> dict:
+    """New results over old ones: the speed table if measured, quality rows by (scene, method, resolution)."""
+    key = lambda r: (r["scene"], r["method"], r.get("resolution"))  # noqa: E731
+    rows = {key(r): r for r in old.get("quality", [])} | {key(r): r for r in new.get("quality", [])}
+    merged = {k: v for k, v in old.items() if k == "speed"} | new
+    if rows:
+        merged["quality"] = list(rows.values())
+    return merged
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer sizes and steps")
@@ -175,10 +185,8 @@ def main() -> int:
             if "meta" in by:
                 print(f"{preset}: " + ", ".join(f"meta - {m} = {by['meta'] - v:+.2f} dB" for m, v in by.items()
                                                 if m != "meta"))
-    # Keep the other part of a previous run's results (e.g. --only quality leaves the speed table).
     saved = RESULTS / "relight.json"
-    old = json.loads(saved.read_text()) if saved.is_file() else {}
-    text = json.dumps({k: v for k, v in old.items() if k in ("speed", "quality")} | result, indent=2)
+    text = json.dumps(merge_results(json.loads(saved.read_text()) if saved.is_file() else {}, result), indent=2)
     for path in [saved] + ([args.out] if args.out else []):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)

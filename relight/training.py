@@ -180,11 +180,13 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
     fit_total = cfg.fit_steps if cfg.method == "meta" else baseline_steps(cfg)
     t0 = time.perf_counter()
     meta_opt: torch.optim.Optimizer | None = None
+    sampler: TaskSampler | None = None
 
     def checkpoint() -> None:
         save_checkpoint(run, {"config": asdict(cfg), "n": _count(module), "module": module.state_dict(),
                               "optimizer": opt.state_dict(), "fit_done": fit_done,
                               "meta_optimizer": meta_opt.state_dict() if meta_opt is not None else None,
+                              "sampler_rng": list(sampler.rng.getstate()) if sampler is not None else None,
                               "elapsed": elapsed + time.perf_counter() - t0, "rng": list(rng.getstate()),
                               "cameras": pack_cameras([f.camera for f in scene.frames])})
 
@@ -216,6 +218,8 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
         meta_opt = tuner.optimizer = outer_optimizer(tuner, module, cfg)
         if state.get("meta_optimizer") is not None:
             meta_opt.load_state_dict(state["meta_optimizer"])
+        if state.get("sampler_rng") is not None:  # a resumed run draws the tasks an uninterrupted one would
+            sampler.rng.setstate(_tuple_state(state["sampler_rng"]))
         while tuner.step_count < cfg.meta_steps:
             tuner.train(min(cfg.checkpoint_every, cfg.meta_steps - tuner.step_count), progress=progress)
             # The engine's checkpoint restores only its own optimizer layout: ours goes into checkpoint.pt.

@@ -1,4 +1,4 @@
-"""scripts/relight_demo.py: generates a scene, trains, and writes a turntable video and a side-by-side image."""
+"""The demos: scripts/relight_demo.py (turntable video, side-by-side image) and the `metatune demo` relight part."""
 import importlib.util
 import json
 from pathlib import Path
@@ -29,3 +29,15 @@ def test_demo_script_writes_video_side_by_side_and_metrics(tmp_path, capsys):
     assert len(list((out / "test_pred").rglob("*.png"))) == metrics["frames"]
     assert json.loads(capsys.readouterr().out)["ood_psnr"] == metrics["psnr"]
     assert demo.main(["--out", str(tmp_path / "bad"), "--preset", "nonsense"]) == 2
+
+
+def test_metatune_demo_part_writes_images_and_metrics(tmp_path):
+    from relight.demo import DemoConfig, run_demo
+    cfg = DemoConfig(resolution=16, train_lights=3, test_lights=2, views_per_light=2, points=200, fit_steps=2,
+                     meta_steps=1)
+    summary = run_demo(tmp_path / "relight", cfg)
+    metrics = json.loads((tmp_path / "relight" / "metrics.json").read_text())
+    assert summary["ood_psnr_meta"] == metrics["meta"]["ood_psnr"] and "plain" in metrics
+    for method in ("meta", "plain"):
+        assert len(list((tmp_path / "relight" / f"pred_{method}").rglob("*.png"))) == 2 * 2  # test lights x views
+    assert cv2.imread(str(tmp_path / "relight" / "comparison_meta.png")).shape == (2 * 16 * 2, 3 * 16 * 2, 3)

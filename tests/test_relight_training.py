@@ -151,6 +151,12 @@ def test_meta_starts_where_joint_ends_stage_one_and_is_resumable(scene, tmp_path
     assert torch.load(tmp_path / "fork" / training.TUNER, weights_only=True)["step"] == 1
     training.train(scene, tmp_path / "fork", cfg(fit_steps=3, meta_steps=2), progress=False)  # resume meta
     assert torch.load(tmp_path / "fork" / training.TUNER, weights_only=True)["step"] == 2
+    training.fork_stage1(tmp_path / "joint", tmp_path / "straight", "meta")
+    training.train(scene, tmp_path / "straight", cfg(fit_steps=3, meta_steps=2), progress=False)
+    _, resumed, _ = training.load_checkpoint(tmp_path / "fork")
+    _, straight, _ = training.load_checkpoint(tmp_path / "straight")
+    for (name, pa), pb in zip(resumed.named_parameters(), straight.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6), name  # a resumed meta-training equals an uninterrupted one
     with pytest.raises(MetatuneError, match="no stage-1 checkpoint"):
         training.fork_stage1(tmp_path / "nothing", tmp_path / "x", "meta")
 
