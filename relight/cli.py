@@ -107,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scene", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=300, help="fitting steps (all methods)")
-    p.add_argument("--meta-steps", type=int, default=60, help="meta-learning steps (meta) or extra fitting steps")
+    p.add_argument("--meta-steps", type=int, default=60,
+                   help="meta-learning steps (meta); joint and plain fit meta-steps x meta-batch (2) more steps")
     p.add_argument("--method", default="meta", help="meta | joint | plain")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
