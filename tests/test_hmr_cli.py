@@ -8,7 +8,9 @@ import torch
 
 from hmr.body_model import BodyModel, generated_model_path, read_model_file
 from hmr.demo import person_image
-from hmr.keypoints import BODY25_TO_SMPLX, body25_json
+from hmr.camera import project
+from hmr.keypoints import BODY25_TO_SMPLX, COCO17_TO_SMPLX, body25_json
+from hmr.objective import posed_joints
 from hmr.smplx_layout import smplx_arrays
 from hmr.synthetic import SyntheticConfig, make_people
 from metatune.cli import main
@@ -63,6 +65,24 @@ def test_infer_accepts_an_smplx_model_file(scene, tmp_path):
     uv = res["camera"]["focal"] * j[:, :2] / j[:, 2:] + torch.tensor(res["camera"]["centre"])
     kp = person.kp_xy[0, [BODY25_TO_SMPLX.index(i) for i in (12, 16, 17, 1, 2)]]
     assert (uv[[12, 16, 17, 1, 2]] - kp).norm(dim=-1).median() < 0.05 * res["camera"]["height"]
+
+
+def test_adapt_fits_coco17_annotations(scene, tmp_path):
+    """A COCO-style annotation file (visibility flags) of the same person: the fit reprojects onto it."""
+    _, person, body = scene
+    uv = project(posed_joints(body, person.params)[:, COCO17_TO_SMPLX], person.focal,
+                 torch.stack([person.width, person.height], 1) / 2)[0]
+    kps = torch.cat([uv, torch.full((17, 1), 2.0)], 1).flatten().tolist()
+    coco = {"images": [{"id": 1, "width": int(person.width[0]), "height": int(person.height[0])}],
+            "annotations": [{"image_id": 1, "category_id": 1, "num_keypoints": 17, "keypoints": kps}]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    out = tmp_path / "coco_fit.json"
+    assert main(["hmr", "adapt", "--keypoints", str(tmp_path / "coco.json"), "--width", str(int(person.width[0])),
+                 "--height", str(int(person.height[0])), "--out", str(out)]) == 0
+    fit = json.loads(out.read_text())["people"][0]
+    again = project(posed_joints(body, torch.tensor([fit["params"]]))[:, COCO17_TO_SMPLX], person.focal,
+                    torch.stack([person.width, person.height], 1) / 2)[0]
+    assert (again - uv).norm(dim=-1).median() < 0.03 * float(person.height[0])
 
 
 def test_train_evaluate_and_infer_with_a_checkpoint(scene, tmp_path):
