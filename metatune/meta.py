@@ -64,6 +64,10 @@ class MetaTuner:
     inner_loss(params, task) -> scalar: the support loss adaptation minimises.
     outer_loss(params, task) -> scalar: the query loss after adaptation (defaults to inner_loss).
     sample_tasks(n) -> n tasks for meta-training.
+    init_lr(name) -> float: the outer learning rate of each named parameter of the init module (default:
+        config.outer_lr for all), for starts whose parameters live on different scales.
+    optimizer(groups) -> torch.optim.Optimizer: builds the outer optimizer from the parameter groups
+        (default Adam); called again by `load`, so a checkpoint restores any layout of groups.
     """
 
     def __init__(
@@ -74,8 +78,11 @@ class MetaTuner:
         sample_tasks: Callable[[int], Sequence[Task]] | None = None,
         config: MetaConfig | None = None,
         log_path: str | Path | None = None,
+        init_lr: Callable[[str], float] | None = None,
+        optimizer: Callable[[list[dict]], torch.optim.Optimizer] | None = None,
     ):
         self.config = config or MetaConfig()
+        self._init_lr, self._make_optimizer = init_lr, optimizer or torch.optim.Adam
         self.inner_loss, self.outer_loss = inner_loss, outer_loss or inner_loss
         self.sample_tasks = sample_tasks
         self.log_path = Path(log_path) if log_path is not None else None
@@ -114,6 +121,11 @@ class MetaTuner:
             [nn.Parameter(torch.full(s, math.log(self.config.prior_std), dtype=like.dtype, device=like.device))
              for s in shapes])
 
+    def prepare(self, task: Task) -> None:
+        """Create the step-size (and prior-std) parameters from the start `init(task)` gives; automatic on the
+        first adapt/train, needed before that only to build an optimizer or read step sizes."""
+        self._start(task)
+
     def meta_parameters(self) -> list[nn.Parameter]:
         """The parameters meta-training updates for the configured method."""
         return [p for group in self._param_groups() for p in group["params"]]
@@ -122,7 +134,11 @@ class MetaTuner:
         if self.log_lr is None:
             raise MetatuneError("the step-size parameters are created on the first adapt/train call "
                                 "(an nn.Module init reveals the parameter shapes only then)")
-        groups = [{"params": list(self.init.parameters()), "lr": self.config.outer_lr}]
+        by_lr: dict[float, list[nn.Parameter]] = {}
+        for name, p in self.init.named_parameters():
+            lr = self.config.outer_lr if self._init_lr is None else float(self._init_lr(name))
+            by_lr.setdefault(lr, []).append(p)
+        groups = [{"params": ps, "lr": lr} for lr, ps in by_lr.items()]
         steps = []
         if self.config.method in ("metasgd", "uncertainty"):
             steps += list(self.log_lr)
@@ -175,7 +191,7 @@ class MetaTuner:
                 raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
                                     "lower outer_lr or inner_lr")
             if self.optimizer is None:
-                self.optimizer = torch.optim.Adam(self._param_groups())
+                self.optimizer = self._make_optimizer(self._param_groups())
             self.optimizer.zero_grad()
             outer.backward()
             torch.nn.utils.clip_grad_norm_(self.meta_parameters(), cfg.grad_clip)
@@ -245,6 +261,10 @@ class MetaTuner:
             self.log_prior_std = nn.ParameterList([nn.Parameter(t.clone()) for t in state["log_prior_std"]])
         self.optimizer = None
         if state["optimizer"] is not None:
-            self.optimizer = torch.optim.Adam(self._param_groups())
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer = self._make_optimizer(self._param_groups())
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except ValueError as err:  # saved with other parameter groups (another init_lr or method)
+                raise MetatuneError(f"checkpoint {path}: its optimizer state does not fit this tuner's parameter "
+                                    f"groups ({err}); build the tuner with the same init_lr and method") from err
         return self

@@ -113,6 +113,50 @@ def test_amortised_initialisation_module():
     assert after < 0.01 * before and after < 0.05
 
 
+def test_per_parameter_outer_learning_rates_custom_optimizer_and_resume(tmp_path):
+    """init_lr gives each named init parameter its own outer lr; the optimizer factory builds the outer
+    optimizer; a checkpoint restores that layout, and a tuner with another layout is told so."""
+    class Init(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+
+        def forward(self, task):
+            return torch.cat([self.a, self.b])
+
+    gen = torch.Generator().manual_seed(0)
+    built = []
+
+    def sgd(groups):
+        built.append([(len(g["params"]), g["lr"]) for g in groups])
+        return torch.optim.SGD(groups, lr=1.0)
+
+    def tuner(lr_b):
+        return mt.MetaTuner(Init(), quad, sample_tasks=lambda n: sample(n, gen),
+                            config=mt.MetaConfig(method="metasgd", inner_steps=0, outer_lr=0.1, step_outer_lr=0.0,
+                                                 meta_batch=1, grad_clip=1e9),
+                            init_lr=lambda name: lr_b if name == "b" else 0.1,
+                            optimizer=sgd)
+
+    t = tuner(0.0)
+    with pytest.raises(mt.MetatuneError, match="first adapt/train"):
+        t.step_sizes()
+    t.prepare(UNSEEN[0])  # creates the step sizes without adapting
+    assert t.step_sizes().shape == (5,)
+    t.train(1, progress=False)
+    assert built[-1] == [(1, 0.1), (1, 0.0), (1, 0.0)]  # a, b, step sizes
+    init = t.init
+    assert not torch.equal(init.a.detach(), torch.zeros(2)) and torch.equal(init.b.detach(), torch.zeros(3))
+    # plain SGD, zero inner steps: the first outer step of `a` is -lr * dquad/da at 0 = lr * CURV * c
+    first = sample(1, torch.Generator().manual_seed(0))[0]
+    torch.testing.assert_close(init.a.detach(), 0.1 * CURV[:2] * first[:2])
+    t.save(tmp_path / "t.pt")
+    resumed = tuner(0.0).load(tmp_path / "t.pt")
+    assert isinstance(resumed.optimizer, torch.optim.SGD) and built[-1] == [(1, 0.1), (1, 0.0), (1, 0.0)]
+    with pytest.raises(mt.MetatuneError, match="does not fit this tuner's parameter groups"):
+        tuner(0.1).load(tmp_path / "t.pt")  # a and b share one group here: another layout
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(method="reptile"), "unknown meta-learning method"),
 ])
