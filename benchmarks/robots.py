@@ -3,8 +3,11 @@
 1. Gradient of a quadrotor figure-eight tracking cost w.r.t. its controller gains: wall time and graph
    memory (bytes saved for backward) for adjoint, autograd, forward sensitivity and MuJoCo central
    finite differences, over horizons and gain counts (4 gains per schedule knot).
+   Memory vs horizon: peak resident memory growth of one 64-gain gradient, adjoint vs autograd, each
+   measured in a fresh process (`--skip` it with "memory").
 2. Adaptation: on unseen robots, adjoint steps needed to come within 5% of each robot's own optimum
-   (found by a long Adam run), meta-tuned (Meta-SGD) start versus untuned hand-set gains.
+   (long Adam runs from several starts), meta-tuned start (neural gain policy, Meta-SGD step sizes)
+   versus untuned hand-set gains (default and meta-learned step sizes).
 3. Figure-eight under wind gusts simulated in MuJoCo: tracking RMSE of meta-tuned vs hand-set gains.
 
     .venv/bin/python benchmarks/robots.py --quick [--out results.json]
@@ -59,6 +62,38 @@ class GraphMemory:
 
     def __exit__(self, *exc):
         self._ctx.__exit__(*exc)
+
+
+def rss_probe(horizon: int, knots: int, mode: str) -> float:
+    """Peak resident memory growth (MB) of one gradient, in this fresh process, after a warm-up rollout."""
+    import resource
+
+    problem = QuadrotorTracking(horizon=horizon, dt=0.01, knots=knots, observer=False)
+    tasks = problem.sample_tasks(1, seed=3)
+    leaf = problem.batch_params(1).requires_grad_()
+    with torch.no_grad():  # imports, allocator pools and the first-call work happen here, not in the measurement
+        problem.robot_losses(leaf, tasks, grad="adjoint")
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    torch.autograd.grad(problem.robot_losses(leaf, tasks, grad=mode).sum(), leaf)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024  # kB on Linux
+
+
+def memory_benchmark(horizons: list[int], knots: int) -> list[dict]:
+    """Peak RSS growth of one gradient vs horizon, adjoint and autograd, each in its own process."""
+    import subprocess
+
+    rows = []
+    for horizon in tqdm(horizons, desc="memory vs horizon", leave=False):
+        row = {"horizon": horizon, "gains": 4 * knots}
+        for mode in ("adjoint", "autograd"):
+            out = subprocess.run([sys.executable, __file__, "--rss-probe", str(horizon), str(knots), mode],
+                                 capture_output=True, text=True, check=True)
+            row[f"{mode}_peak_rss_growth_MB"] = float(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"H={horizon:5d} gains={4 * knots} | peak RSS growth of one gradient: adjoint "
+              f"{row['adjoint_peak_rss_growth_MB']:7.1f} MB, autograd {row['autograd_peak_rss_growth_MB']:7.1f} MB",
+              flush=True)
+    return rows
 
 
 def mujoco_cost(problem: QuadrotorTracking, params: torch.Tensor, tasks) -> float:
@@ -225,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes on 2 cores)")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--skip", nargs="*", default=[], choices=("gradients", "adaptation", "mujoco"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("gradients", "memory", "adaptation", "mujoco"))
     parser.add_argument("--horizons", type=int, nargs="*", default=None, help="override the horizons")
     parser.add_argument("--robots", type=int, default=None, help="unseen robots (adaptation and MuJoCo parts)")
     parser.add_argument("--train-steps", type=int, default=None, help="meta-training steps")
@@ -233,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="adaptation steps allowed")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds per gradient row (median)")
     parser.add_argument("--knots", type=int, nargs="*", default=[1, 16], help="schedule knots (4 gains each)")
+    parser.add_argument("--rss-probe", nargs=3, default=None, help=argparse.SUPPRESS)  # H knots mode (internal)
     args = parser.parse_args(argv)
+    if args.rss_probe is not None:
+        torch.set_num_threads(1)
+        print(rss_probe(int(args.rss_probe[0]), int(args.rss_probe[1]), args.rss_probe[2]))
+        return 0
     q = args.quick
     horizons = args.horizons or ([100, 1000] if q else [100, 1000, 5000])
     knots = args.knots  # 1, 16: 4 and 64 gains
@@ -242,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                      "threads": torch.get_num_threads()}
     if "gradients" not in args.skip:
         results["gradients"] = gradient_benchmark(horizons, knots, fd_budget_s=60 if q else 300, repeats=args.repeats)
+    if "memory" not in args.skip:
+        results["memory"] = memory_benchmark([500, 2000] if q else [500, 2000, 5000], knots=16)
     if not {"adaptation", "mujoco"} <= set(args.skip):
         problem = QuadrotorTracking(horizon=100 if q else 150, dt=0.02)
         # the portable neural gain policy (task features -> log-gains) as the start, Meta-SGD step sizes per gain
