@@ -42,7 +42,7 @@ def _untranslated(body: BodyModel, params: torch.Tensor):
         return body(b, global_rotation(o), p)
 
 
-def run_demo(out_dir: Path, pretrain_steps: int = 300, meta_steps: int = 15) -> dict:
+def run_demo(out_dir: Path, pretrain_steps: int = 1000, meta_steps: int = 15) -> dict:
     """Writes person.png, keypoints.json, meta.pt, training.png, overlay.png, person_0.obj, result.json,
     metrics.json (and the baseline's fit under smplify/)."""
     torch.manual_seed(0)
