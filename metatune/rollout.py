@@ -179,83 +179,68 @@ def _segment_vectorized(sim: _Sim, xs: Tensor, start: int, leaves: tuple[Tensor,
     """The same segment backward with the per-step work batched over time.
 
     All L transitions of the segment are evaluated at once from the known states xs [L, ..., nx] (vmap over
-    t), a few backward passes give every step's state Jacobian A[t] = dx[t+1]/dx[t] and cost gradient, the
-    recursion lambda[t] = A[t]^T lambda[t+1] + dc[t]/dx[t] is L fused mat-vecs, and one more backward gives
-    the parameter gradient: a handful of graph traversals instead of L, which is what costs time at small
-    batch. With `independent`, batch elements are assumed not to interact (the Jacobian is block-diagonal,
-    nx seeds instead of x.numel()); the assumption is checked on a random cotangent every segment and
-    dropped (returned False) when it fails.
+    t) on a few copies of the segment; one backward seeds each copy differently and so gives every step's
+    state Jacobian A[t] = dx[t+1]/dx[t] and cost gradient; lambda[t] = A[t]^T lambda[t+1] + dc[t]/dx[t] is
+    then chained with one fused op per step, and a second backward through the same graph gives the
+    parameter gradient. Two graph traversals instead of L, which is what costs time at small batch.
+    With `independent`, batch elements are assumed not to interact (block-diagonal Jacobian: nx seeds
+    instead of x.numel()); one more copy, seeded with a random cotangent, checks that every segment, and
+    the segment is redone with dense Jacobians (returned flag False) when it fails.
     """
     from torch.func import vmap
 
     L, shape = xs.shape[0], xs.shape[1:]
     m, nx = shape.numel(), shape[-1]
     dtype, device = xs.dtype, xs.device
-    ts = torch.arange(start, start + L, device=device)
     zero = torch.zeros(shape[:-1], dtype=dtype, device=device)
 
     def one(x: Tensor, t: Tensor, leaves: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         x_next, c = sim.transition(x, t, leaves)
         return x_next, (c if c is not None else zero)
 
-    X = xs.detach().requires_grad_()
-    with torch.enable_grad():
-        Y, C = vmap(one)(X, ts, leaves=leaves)  # [L, ..., nx], [L, ...]; kept for the parameter gradient
-    if Y.shape != xs.shape or C.shape != (L, *shape[:-1]):
-        raise RuntimeError("vectorized transition changed shapes")
-    cost_seed = g_cost.expand(L, *shape[:-1])
-    if independent:
-        A, dc = _jacobian_rows(one, xs, ts, leaves, nx, cost_seed)  # [nx, L, ..., nx] rows of the blocks
+    k = nx if independent else m
+    if independent:  # seed i: e_i on the last axis of every batch element; then the random check
+        eye = torch.eye(nx, dtype=dtype, device=device).reshape(nx, 1, *([1] * (len(shape) - 1)), nx)
         v = torch.randn(xs.shape, generator=torch.Generator(device).manual_seed(start), dtype=dtype, device=device)
-        with torch.enable_grad():
-            (exact,) = torch.autograd.grad(Y, X, v, retain_graph=True)
+        seeds = torch.cat([eye.expand(nx, *xs.shape), v[None]])
+    else:  # seed i: e_i over the whole state
+        seeds = torch.eye(m, dtype=dtype, device=device).reshape(m, 1, *shape).expand(m, *xs.shape)
+    R = seeds.shape[0] + 1  # the last copy carries the cost seed
+    cost_seed = g_cost.expand(L, *shape[:-1])
+    Xr = xs.detach().expand(R, *xs.shape).reshape(R * L, *shape).requires_grad_()
+    with torch.enable_grad():
+        Yr, Cr = vmap(one)(Xr, torch.arange(start, start + L, device=device).repeat(R), leaves=leaves)
+        if Yr.shape != Xr.shape or Cr.shape != (R * L, *shape[:-1]):
+            raise RuntimeError("vectorized transition changed shapes")
+        seeds_y = torch.cat([seeds, torch.zeros(1, *xs.shape, dtype=dtype, device=device)]).reshape(Yr.shape)
+        seeds_c = torch.cat([torch.zeros(R - 1, *cost_seed.shape, dtype=dtype, device=device), cost_seed[None]])
+        (J,) = torch.autograd.grad((Yr, Cr), (Xr,), (seeds_y, seeds_c.reshape(Cr.shape)), retain_graph=True)
+    J = J.reshape(R, *xs.shape)
+    if independent:
+        A = J[:nx]  # [nx_out, L, ..., nx_in]
         guess = torch.einsum("il...j,l...i->l...j", A, v)
-        tol = torch.finfo(dtype).eps ** 0.5 * (1.0 + float(exact.abs().max()))
-        independent = bool((guess - exact).abs().max() <= tol)
-    if independent:  # per-element blocks [L, n, nx_out, nx_in], n = batch elements
-        A = A.movedim(0, -2).reshape(L, m // nx, nx, nx)
-    else:  # one dense block [L, 1, m_out, m_in]
-        eye = torch.eye(m, dtype=dtype, device=device).reshape(m, 1, *shape).expand(m, L, *shape)
-        A, dc = _jacobian_rows(one, xs, ts, leaves, m, cost_seed, eye)
-        A = A.reshape(m, L, 1, m).transpose(0, 1)
-    n, k = A.shape[1], A.shape[2]
-    dc = dc.reshape(L, n, 1, k)
+        tol = torch.finfo(dtype).eps ** 0.5 * (1.0 + float(J[nx].abs().max()))
+        if not bool((guess - J[nx]).abs().max() <= tol):  # batch elements interact: dense Jacobians
+            return _segment_vectorized(sim, xs, start, leaves, lam, g_cost, seg_g, False)
+        A = A.movedim(0, -2).reshape(L, m // nx, nx, nx)  # per-element blocks [L, n, nx_out, nx_in]
+    else:
+        A = J[:m].reshape(m, L, m).transpose(0, 1).unsqueeze(1)  # one dense block [L, 1, m_out, m_in]
+    n, w = A.shape[1], A.shape[2]
+    dc = J[-1].reshape(L, n, 1, w)  # d(g_cost . c[t]) / dx[t]
     if seg_g is not None:
-        dc = dc + seg_g.reshape(L, n, 1, k)
-    lam_t, lams = lam.reshape(n, 1, k), []
+        dc = dc + seg_g.reshape(L, n, 1, w)
+    lam_t, lams = lam.reshape(n, 1, w), []
     for A_t, dc_t in zip(reversed(A.unbind(0)), reversed(dc.unbind(0))):
         lams.append(lam_t)
         lam_t = torch.baddbmm(dc_t, lam_t, A_t)  # lambda[t] = A[t]^T lambda[t+1] + dc[t], one fused op
     lam_next = torch.stack(lams[::-1]).reshape(L, *shape)  # lambda[t+1] for t in the segment
-    with torch.enable_grad():
-        gp = torch.autograd.grad((Y, C), leaves, (lam_next, cost_seed), allow_unused=True)
+    pad_y = torch.zeros(R - 1, *xs.shape, dtype=dtype, device=device)
+    pad_c = torch.zeros(R - 1, *cost_seed.shape, dtype=dtype, device=device)
+    with torch.enable_grad():  # the first copy, seeded with lambda and the cost seed, gives the parameters'
+        gp = torch.autograd.grad((Yr, Cr), leaves, (torch.cat([lam_next[None], pad_y]).reshape(Yr.shape),
+                                                    torch.cat([cost_seed[None], pad_c]).reshape(Cr.shape)),
+                                 allow_unused=True)
     return lam_t.reshape(shape), gp, independent
-
-
-def _jacobian_rows(one: Callable, xs: Tensor, ts: Tensor, leaves: tuple[Tensor, ...], k: int, cost_seed: Tensor,
-                   seeds: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Rows of dx[t+1]/dx[t] for k seeds, and the cost seed's gradient, by one plain backward.
-
-    The segment is evaluated on k + 1 copies of its states; copy i is seeded with seeds[i] ([k, L, ..., nx];
-    default: unit vector e_i on the last axis, for every batch element) and copy k with the cost seed.
-    One ordinary backward over the copies is much cheaper than vmap over cotangents, whose batched
-    backward pays a batching rule per operation. Returns [k, L, ..., nx] and [L, ..., nx].
-    """
-    from torch.func import vmap
-
-    L, shape = xs.shape[0], xs.shape[1:]
-    if seeds is None:
-        seeds = torch.eye(shape[-1], dtype=xs.dtype, device=xs.device).reshape(k, 1, *([1] * (len(shape) - 1)),
-                                                                                   shape[-1]).expand(k, *xs.shape)
-    R = k + 1
-    Xr = xs.detach().expand(R, *xs.shape).reshape(R * L, *shape).requires_grad_()
-    with torch.enable_grad():
-        Yr, Cr = vmap(one)(Xr, ts.repeat(R), leaves=leaves)
-        seeds_y = torch.cat([seeds, torch.zeros(1, *xs.shape, dtype=xs.dtype, device=xs.device)])
-        seeds_c = torch.cat([torch.zeros(k, *cost_seed.shape, dtype=xs.dtype, device=xs.device), cost_seed[None]])
-        (J,) = torch.autograd.grad((Yr, Cr), (Xr,), (seeds_y.reshape(Yr.shape), seeds_c.reshape(Cr.shape)))
-    J = J.reshape(R, *xs.shape)
-    return J[:k], J[k]
 
 
 class _Forward(torch.autograd.Function):

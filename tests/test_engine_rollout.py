@@ -113,15 +113,21 @@ def stepwise_pd(x, t, params):
     return (kp * (target - x[..., 0]) - kd * x[..., 1]).unsqueeze(-1)
 
 
-@pytest.mark.parametrize("policy,rows", [(pd, 2), (coupled_pd, 6), (stepwise_pd, None)])
+@pytest.mark.parametrize("policy,blocks", [(pd, True), (coupled_pd, False), (stepwise_pd, None)])
 @pytest.mark.parametrize("store", [True, False])
-def test_vectorized_adjoint_matches_autograd(policy, rows, store, monkeypatch):
+def test_vectorized_adjoint_matches_autograd(policy, blocks, store, monkeypatch):
     """The time-vectorized adjoint (per-element Jacobian blocks; dense Jacobians once the random check finds
     coupled batch elements; step by step when vmap cannot trace the policy) equals autograd to rounding."""
     rollout_module = __import__("sys").modules["metatune.rollout"]
-    seen = []
-    real = rollout_module._jacobian_rows
-    monkeypatch.setattr(rollout_module, "_jacobian_rows", lambda *a, **k: seen.append(a[4]) or real(*a, **k))
+    done = []  # the block-diagonal flag each vectorized segment ended with
+    real = rollout_module._segment_vectorized
+
+    def spy(*args):
+        out = real(*args)
+        done.append(out[2])
+        return out
+
+    monkeypatch.setattr(rollout_module, "_segment_vectorized", spy)
     got = {}
     for mode, vectorize in (("autograd", None), ("adjoint", True)):
         params = tuple(p.clone().requires_grad_() for p in P)
@@ -132,10 +138,10 @@ def test_vectorized_adjoint_matches_autograd(policy, rows, store, monkeypatch):
         got[mode] = torch.autograd.grad(val, (*params, x0))
     for a, b in zip(got["adjoint"], got["autograd"]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    if rows is None:
-        assert seen == []
+    if blocks is None:
+        assert done == []  # vmap could not trace the policy: every segment went step by step
     else:
-        assert seen and seen[-1] == rows  # nx rows when elements are independent, all 3 x 2 when coupled
+        assert len(done) >= 4 and all(d == blocks for d in done)  # 150 steps in segments of 40
 
 
 def test_states_match_an_explicit_loop_and_cost_is_none_without_cost_fn():
