@@ -220,6 +220,8 @@ def measure_rollout(mode: str, horizon: int, n_params: int, batch: int, timing: 
         t_fwd, c_fwd = min(t_fwd, t1 - t0), min(c_fwd, c1 - c0)
         t_grad, c_grad = min(t_grad, t2 - t1), min(c_grad, c2 - c1)
         del out
+        if t_grad > 20.0:  # minutes-long rows (forward sensitivity at 256 parameters): one round is enough
+            break
     with PeakRSS() as mem:
         out = mt.rollout(pendulum, x0, policy, theta, horizon, **kw)
         torch.autograd.grad(out.cost.sum(), theta)
@@ -281,7 +283,7 @@ def summarize(hyper: list[dict], roll: list[dict], big_batch: int) -> dict:
         return next((r for r in roll if (r["mode"], r["horizon"], r["params"], r["batch"]) == (mode, h, p, batch)), None)
 
     hs = sorted({r["horizon"] for r in roll if r["batch"] == 16})
-    ps = sorted({r["params"] for r in roll if r["batch"] == 256})
+    ps = sorted({r["params"] for r in roll if r["horizon"] == PARAM_SWEEP_HORIZON and r["batch"] == 256})
     s = {
         "adjoint_grad_over_forward_batch16": {h: get("adjoint", h, 8, 16)["grad_over_forward"] for h in hs},
         "adjoint_grad_over_forward_cpu_batch16": {h: get("adjoint", h, 8, 16)["grad_over_forward_cpu"] for h in hs},
