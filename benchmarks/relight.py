@@ -1,6 +1,7 @@
 """Relighting benchmarks: rasterizer speed (CPU; GPU via gsplat when there is one) and OOD-light quality.
 
-Quality: on generated scenes (glossy MuJoCo scene with cast shadows, matte MuJoCo scene, PyTorch3D scene)
+Quality: on generated scenes (glossy MuJoCo scene with cast shadows, matte MuJoCo scene, PyTorch3D scene,
+PyTorch3D scene with one bounce of coloured interreflection, which the model's local shading cannot explain)
 the meta-learned Gaussian-Phong model against the same model trained jointly without meta-learning and
 against plain Gaussians without shading: PSNR/SSIM on the test lights (other side of the hemisphere),
 zero-shot and after adapting on 1 view per test light, and training time.
@@ -30,7 +31,7 @@ from relight.training import STAGE1, TrainConfig, fork_stage1, train  # noqa: E4
 from relight.transfer import transfer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PRESETS = ("glossy", "matte", "p3d")
+PRESETS = ("glossy", "matte", "p3d", "bleed")
 METHODS = ("joint", "meta", "plain")  # joint first: meta starts from its stage-1 checkpoint
 
 

@@ -99,7 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="verb", required=True)
     p = verbs.add_parser("generate", help="render an OLAT scene (MuJoCo or PyTorch3D)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--preset", default="glossy", help="glossy | matte (MuJoCo) | p3d (PyTorch3D)")
+    p.add_argument("--preset", default="glossy", help="glossy | matte (MuJoCo) | p3d | bleed (PyTorch3D; bleed: coloured walls, "
+                   "one bounce of interreflection)")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_generate)

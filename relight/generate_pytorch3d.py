@@ -1,4 +1,8 @@
-"""Render OLAT scenes with PyTorch3D's mesh rasterizer, shaded by our Blinn-Phong with a shadow map."""
+"""Render OLAT scenes with PyTorch3D's mesh rasterizer, shaded by our Blinn-Phong with a shadow map.
+
+Preset `p3d`: glossy sphere and matte torus, local shading only. Preset `bleed` (`scene_bleed.py`): a
+white sphere between coloured walls, plus one bounce of diffuse interreflection (`interreflection.py`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,9 +14,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from relight.camera import Camera
+from relight.interreflection import bounce_irradiance, bounce_transfer
 from relight.light import Light
 from relight.pointcloud import write_points_ply
 from relight.scene import save_image, write_transforms
+from relight.scene_bleed import SceneMesh, bleed_mesh, face_patches
 from relight.scene_layout import LayoutConfig, camera_poses, frame_plan
 from relight.shading import blinn_phong
 from relight.visibility import light_camera
@@ -20,11 +26,13 @@ from relight.visibility import light_camera
 
 @dataclass
 class P3DSceneConfig:
-    """A glossy sphere and a matte torus on a floor, lit by a point light."""
+    """`p3d`: a glossy sphere and a matte torus on a floor; `bleed`: white sphere, red and green walls, one bounce."""
     layout: LayoutConfig = field(default_factory=LayoutConfig)
+    preset: str = "p3d"
     light_power: float = 4.0
     ambient: float = 0.03
     shadow_res: int = 192
+    shadow_offset: float = 0.0  # shadow-map lookups move this far along the normal (against acne on flat walls)
     n_points: int = 2500
     point_noise: float = 0.005
 
@@ -64,31 +72,59 @@ def _rasterize(verts: Tensor, faces: Tensor, cam: Camera):
     return MeshRasterizer(cameras=_p3d_camera(cam), raster_settings=settings)(Meshes([verts], [faces]))
 
 
-def render_view(verts: Tensor, faces: Tensor, mats: Tensor, cam: Camera, light: Light,
-                cfg: P3DSceneConfig) -> Tensor:  # [H, W, 3]
-    """One frame: mesh fragments shaded with Blinn-Phong (1/r^2), shadowed by a depth map from the light."""
-    from pytorch3d.ops import interpolate_face_attributes
+def scene_mesh(preset: str) -> SceneMesh:
+    """The preset's mesh; `p3d` has no solids (no interreflection) and smooth PyTorch3D vertex normals."""
+    if preset == "bleed":
+        return bleed_mesh()
     from pytorch3d.structures import Meshes
-    frag = _rasterize(verts, faces, cam)
-    mesh = Meshes([verts], [faces])
-    face_attr = lambda a: a[faces]  # noqa: E731  [F, 3, D]
-    pts = interpolate_face_attributes(frag.pix_to_face, frag.bary_coords, face_attr(verts))[0, :, :, 0]
-    nrm = interpolate_face_attributes(frag.pix_to_face, frag.bary_coords, face_attr(mesh.verts_normals_packed()))
-    nrm = torch.nn.functional.normalize(nrm[0, :, :, 0], dim=-1)
-    mat = interpolate_face_attributes(frag.pix_to_face, frag.bary_coords, face_attr(mats))[0, :, :, 0]
-    hit = frag.pix_to_face[0, :, :, 0] >= 0
-    p, n, m = pts[hit], nrm[hit], mat[hit]
+    verts, faces, mats = build_mesh()
+    return SceneMesh(verts, faces, mats, Meshes([verts], [faces]).verts_normals_packed(), [])
+
+
+def lit_by(points: Tensor,  # [P, 3]
+           normals: Tensor,  # [P, 3] unit
+           verts: Tensor, faces: Tensor, light: Light, cfg: P3DSceneConfig) -> Tensor:  # [P] bool
+    """Whether each point sees the light: a depth map rendered at the light (shadow map, bias 0.02)."""
     lcam = light_camera(verts, light, cfg.shadow_res)
     depth = _rasterize(verts, faces, lcam).zbuf[0, :, :, 0]
     view = lcam.viewmat()
-    q = p @ view[:3, :3].T + view[:3, 3]
+    q = (points + cfg.shadow_offset * normals) @ view[:3, :3].T + view[:3, 3]
     u = (lcam.fx * q[:, 0] / q[:, 2] + lcam.cx).long().clamp(0, cfg.shadow_res - 1)
     v = (lcam.fy * q[:, 1] / q[:, 2] + lcam.cy).long().clamp(0, cfg.shadow_res - 1)
     occluder = depth[v, u]
-    lit = (occluder < 0) | (q[:, 2] <= occluder + 0.02)
+    return (occluder < 0) | (q[:, 2] <= occluder + 0.02)
+
+
+def vertex_indirect(mesh: SceneMesh, transfer: Tensor,  # [V, F] from bounce_transfer (vertices <- faces)
+                    light: Light, cfg: P3DSceneConfig) -> Tensor:  # [V, 3]
+    """One bounce: every face re-emits its direct, shadowed diffuse radiance; the irradiance each vertex gathers."""
+    centres, normals, _, albedo = face_patches(mesh)
+    l, falloff, _ = light.incidence(centres)
+    cos = (normals * l).sum(-1).clamp_min(0)
+    direct = cfg.light_power * albedo * (cos * falloff * lit_by(centres, normals, mesh.verts, mesh.faces, light, cfg))[:, None]
+    return bounce_irradiance(transfer, direct)
+
+
+def render_view(mesh: SceneMesh, cam: Camera, light: Light, cfg: P3DSceneConfig,
+                indirect: Tensor | None = None,  # [V, 3] bounce irradiance at the vertices, or none
+                ) -> Tensor:  # [H, W, 3]
+    """One frame: mesh fragments shaded with Blinn-Phong (1/r^2), shadowed by a depth map from the light,
+    plus albedo times the interpolated bounce irradiance."""
+    from pytorch3d.ops import interpolate_face_attributes
+    verts, faces = mesh.verts, mesh.faces
+    frag = _rasterize(verts, faces, cam)
+    interp = lambda a: interpolate_face_attributes(frag.pix_to_face, frag.bary_coords, a[faces])[0, :, :, 0]  # noqa: E731
+    pts = interp(verts)
+    nrm = torch.nn.functional.normalize(interp(mesh.normals), dim=-1)
+    mat = interp(mesh.mats)
+    hit = frag.pix_to_face[0, :, :, 0] >= 0
+    p, n, m = pts[hit], nrm[hit], mat[hit]
+    lit = lit_by(p, n, verts, faces, light, cfg)
     albedo = m[:, :3]
     rgb = blinn_phong(p, n, cam.position, albedo, m[:, 3:4], m[:, 4:5], cfg.ambient * albedo, light,
                       torch.full((3,), cfg.light_power), lit.float())
+    if indirect is not None:
+        rgb = rgb + albedo * interp(indirect)[hit]
     img = torch.zeros(cam.height, cam.width, 3)
     img[hit] = rgb
     return img.clamp(0, 1)
@@ -112,20 +148,27 @@ def generate_pytorch3d_scene(out: Path, cfg: P3DSceneConfig | None = None) -> Pa
     cfg = cfg or P3DSceneConfig()
     lay = cfg.layout
     out.mkdir(parents=True, exist_ok=True)
-    verts, faces, mats = build_mesh()
+    mesh = scene_mesh(cfg.preset)
+    transfer = None
+    if mesh.solids:  # one bounce: vertices gather from every face (geometry-only, built once for all lights)
+        centres, normals, areas, _ = face_patches(mesh)
+        transfer = bounce_transfer(mesh.verts, mesh.normals, centres, normals, areas, mesh.solids)
     poses = camera_poses(lay)
     ss = 2  # supersampling
+    indirect: dict[tuple, Tensor] = {}
     for split in ("train", "test"):
         (out / split).mkdir(exist_ok=True)
         frames = []
         for i, (ci, light) in enumerate(tqdm(frame_plan(lay, split), desc=f"pytorch3d {split}", leave=False)):
             cam = Camera.from_fov(torch.from_numpy(poses[ci]).float(), lay.camera_angle_x, lay.resolution * ss,
                                   lay.resolution * ss)
-            img = render_view(verts, faces, mats, cam, Light(light), cfg)
+            if transfer is not None and light not in indirect:
+                indirect[light] = vertex_indirect(mesh, transfer, Light(light), cfg)
+            img = render_view(mesh, cam, Light(light), cfg, indirect.get(light))
             img = img.reshape(lay.resolution, ss, lay.resolution, ss, 3).mean((1, 3))
             name = f"{split}/r_{i:03d}"
             save_image(out / f"{name}.png", img)
             frames.append({"file_path": f"./{name}", "transform_matrix": poses[ci].tolist(), "pl_pos": list(light)})
         write_transforms(out / f"transforms_{split}.json", lay.camera_angle_x, frames)
-    write_points_ply(out / "points3d.ply", surface_points(verts, faces, cfg.n_points, cfg.point_noise, lay.seed))
+    write_points_ply(out / "points3d.ply", surface_points(mesh.verts, mesh.faces, cfg.n_points, cfg.point_noise, lay.seed))
     return out

@@ -99,3 +99,27 @@ def test_tasks_have_disjoint_support_and_query(mj_scene):
     singles = [frames[0], frames[2], frames[4]]  # one view per light
     with pytest.raises(MetatuneError, match="at least 2 views"):
         TaskSampler(singles)
+
+
+def test_bleed_scene_colour_bleeding_follows_the_light():
+    # white sphere between a red wall (y > 0) and a green one (y < 0): a light on the +y side lights the
+    # green wall's inner face, which bleeds green onto the sphere; a light on the -y side bleeds red
+    from relight.generate_pytorch3d import render_view, vertex_indirect
+    from relight.interreflection import bounce_transfer
+    from relight.light import Light
+    from relight.scene_bleed import bleed_mesh, face_patches
+    from relight.camera import Camera, look_at
+    mesh = bleed_mesh(cell=0.1)
+    centres, normals, areas, _ = face_patches(mesh)
+    transfer = bounce_transfer(mesh.verts, mesh.normals, centres, normals, areas, mesh.solids)
+    assert float(transfer.sum(1).max()) <= 1.0  # no receiver gathers more than its whole hemisphere
+    cfg = P3DSceneConfig(preset="bleed", light_power=5.0, shadow_res=96, shadow_offset=0.02)
+    sphere = mesh.mats[:, 3] > 0  # the only specular part
+    for y, (more, less) in ((2.0, (1, 0)), (-2.0, (0, 1))):
+        ind = vertex_indirect(mesh, transfer, Light((0.0, y, 1.5)), cfg)[sphere].mean(0)
+        assert ind[more] > 2 * ind[less]
+    cam = Camera.from_fov(look_at(torch.tensor([3.0, 0.0, 1.5]), torch.tensor([0.0, 0.0, 0.2])), 0.75, 32, 32)
+    light = Light((0.0, -2.0, 1.5))
+    lit = render_view(mesh, cam, light, cfg, vertex_indirect(mesh, transfer, light, cfg))
+    local = render_view(mesh, cam, light, cfg)
+    assert (lit >= local - 1e-6).all() and float((lit - local)[..., 0].max()) > 0.05  # red light added
