@@ -8,8 +8,10 @@ from the Woodbury identity. Each tool differentiates the same solution: time of 
 (backward) and its relative error, side by side; theseus also solves (dense Gauss-Newton) and is timed
 end to end.
 Part 2, `rollout` on a batch of damped pendulums with a radial-basis-feature policy: time of one
-forward rollout, gradient time per mode and its ratio to the forward, and peak memory (RSS growth, each
-measurement in a fresh process) versus horizon 100 to 10,000 and versus parameter count 4 to 64.
+forward rollout, gradient time per mode and its ratio to the forward, and peak memory versus horizon
+100 to 10,000 and versus parameter count 4 to 256. Memory three ways, each in a fresh process: resident-set
+growth under glibc's defaults, the same with glibc returning freed memory at once, and peak live tensor
+memory (allocator-independent). theseus runs in its own process under an address-space cap.
 """
 from __future__ import annotations
 
@@ -115,23 +117,58 @@ def hypergrad_rows(dims: list[int], theseus_max: int) -> list[dict]:
             row[f"{name}_s"] = t
             row[f"{name}_rel_err"] = abs(float(g) - float(g_ref)) / abs(float(g_ref))
         if d <= theseus_max:
-            def theseus_implicit():
-                w = mt.solve_least_squares(residuals, torch.zeros(d, dtype=torch.float64), lam.reshape(1),
-                                           backward="implicit", steps=3)
-                return torch.autograd.grad(outer(w), lam)[0]
-
-            t, g = timed(theseus_implicit, 1)
-            row["theseus_implicit_solve_and_grad_s"] = t
-            row["theseus_implicit_rel_err"] = abs(float(g) - float(g_ref)) / abs(float(g_ref))
+            row.update(theseus_in_subprocess(d, lam0, float(g_ref)))
         row["torchopt_over_metatune_time"] = row["torchopt_implicit_s"] / row["metatune_implicit_s"]
         rows.append(row)
         print_row(row)
     return rows
 
 
+THESEUS_MEMORY_CAP_GB = 20.0  # address-space cap for the theseus process: a failed allocation, not the OOM killer
+
+
+def theseus_row(d: int, lam0: float, g_ref: float) -> dict:
+    """theseus on the same ridge problem: dense Gauss-Newton solve (timed) then its implicit backward (timed
+    apart, comparable with the other tools' backward), error and peak resident memory."""
+    import resource
+
+    import theseus  # noqa: F401  (its import, seconds, is not part of the timing)
+
+    _, residuals, outer, _, _, _ = ridge_problem(d)
+    lam = torch.tensor(lam0, dtype=torch.float64, requires_grad=True)
+    t0 = time.perf_counter()
+    w = mt.solve_least_squares(residuals, torch.zeros(d, dtype=torch.float64), lam.reshape(1),
+                               backward="implicit", steps=3)
+    t1 = time.perf_counter()
+    g = torch.autograd.grad(outer(w), lam)[0]
+    t2 = time.perf_counter()
+    return {"theseus_solve_s": t1 - t0, "theseus_implicit_s": t2 - t1,
+            "theseus_implicit_rel_err": abs(float(g) - g_ref) / abs(g_ref),
+            "theseus_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def theseus_in_subprocess(d: int, lam0: float, g_ref: float) -> dict:
+    """Run `theseus_row` in a fresh process under an address-space cap; a failure is reported, not raised."""
+    import resource
+
+    def cap():
+        limit = int(THESEUS_MEMORY_CAP_GB * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    cmd = [sys.executable, __file__, "--theseus", str(d), str(lam0), repr(g_ref)]
+    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"theseus_failed": f"exit {out.returncode} under a {THESEUS_MEMORY_CAP_GB:g} GB cap: {last[:160]}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def print_row(row: dict) -> None:
-    th = (f"{row['theseus_implicit_solve_and_grad_s']:9.3f}s {row['theseus_implicit_rel_err']:8.1e}"
-          if "theseus_implicit_rel_err" in row else f"{'not run':>20}")
+    if "theseus_implicit_rel_err" in row:
+        th = (f"{row['theseus_implicit_s']:8.4f}s {row['theseus_implicit_rel_err']:8.1e} "
+              f"{row['theseus_solve_s']:8.2f}s {row['theseus_peak_rss_gb']:5.1f}GB")
+    else:
+        th = f"{'failed (see JSON)' if 'theseus_failed' in row else 'not run':>36}"
     print(f"{row['dim']:>6} | {row['metatune_implicit_s']:8.4f}s {row['metatune_implicit_rel_err']:8.1e} | "
           f"{row['torchopt_implicit_s']:8.4f}s {row['torchopt_implicit_rel_err']:8.1e} | "
           f"{row['metatune_truncated300_s']:8.4f}s {row['metatune_truncated300_rel_err']:8.1e} | {th} | "
@@ -186,6 +223,28 @@ class PeakRSS:
         return (self.peak - self.base) / 1024
 
 
+class PeakTensorMemory:
+    """Peak growth of live tensor memory over a block, whatever the allocator keeps (the CPU counterpart of
+    torch.cuda.max_memory_allocated): the running sum of the profiler's allocation and free events."""
+
+    def __enter__(self):
+        from torch.profiler import ProfilerActivity, profile
+
+        self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        self.prof.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.prof.__exit__(*exc)
+        events = sorted((e for e in self.prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                        key=lambda e: e.start_ns())
+        live = peak = 0
+        for e in events:
+            live += e.nbytes()
+            peak = max(peak, live)
+        self.growth_mb = peak / 2**20
+
+
 ROLLOUT_MODES = {  # benchmark label -> rollout options
     "adjoint": dict(grad="adjoint"),  # the default: vectorized over time when x0 has <= 256 numbers
     "adj-vec": dict(grad="adjoint", vectorize=True),
@@ -195,7 +254,8 @@ ROLLOUT_MODES = {  # benchmark label -> rollout options
 }
 
 
-def measure_rollout(mode: str, horizon: int, n_params: int, batch: int, timing: bool = True) -> dict:
+def measure_rollout(mode: str, horizon: int, n_params: int, batch: int, timing: bool = True,
+                    tensor_memory: bool = False) -> dict:
     """Run in a fresh process: one gradient of the summed cost; its wall and CPU time and peak RSS growth.
 
     One thread, so CPU time is the work done, whatever else the machine runs; wall time is what a user waits.
@@ -222,7 +282,7 @@ def measure_rollout(mode: str, horizon: int, n_params: int, batch: int, timing: 
         del out
         if t_grad > 20.0:  # minutes-long rows (forward sensitivity at 256 parameters): one round is enough
             break
-    with PeakRSS() as mem:
+    with (PeakTensorMemory() if tensor_memory else PeakRSS()) as mem:
         out = mt.rollout(pendulum, x0, policy, theta, horizon, **kw)
         torch.autograd.grad(out.cost.sum(), theta)
     states_bytes = (horizon + 1) * x0.numel() * x0.element_size()
@@ -240,11 +300,14 @@ def measure_rollout(mode: str, horizon: int, n_params: int, batch: int, timing: 
 RETURNING_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "16384", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
-def in_subprocess(mode: str, horizon: int, n_params: int, batch: int, returning_malloc: bool = False) -> dict:
+def in_subprocess(mode: str, horizon: int, n_params: int, batch: int, returning_malloc: bool = False,
+                  tensor_memory: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--measure", mode, str(horizon), str(n_params), str(batch)]
     env = dict(os.environ, **RETURNING_MALLOC) if returning_malloc else None
-    if returning_malloc:
+    if returning_malloc or tensor_memory:
         cmd.append("--memory-only")
+    if tensor_memory:
+        cmd.append("--tensor-memory")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -256,10 +319,12 @@ def rollout_rows(horizons: list[int], param_counts: list[int], big_batch: int) -
     print("\nRollout gradient of a summed cost (pendulum batch, RBF policy): forward = one no-grad rollout;")
     print("ratio = gradient / forward time (wall; cpu = process CPU time, one thread, immune to other load);")
     print("peak MB = resident memory growth while computing the gradient (exact high-water mark); live MB = the")
-    print("same with glibc set to return freed memory (RETURNING_MALLOC); traj MB = size of the full trajectory")
+    print("same with glibc set to return freed memory (RETURNING_MALLOC); tensor MB = peak live tensor memory, the")
+    print("allocator-independent measure (what torch.cuda.max_memory_allocated gives on a GPU); traj MB = size of")
+    print("the full trajectory")
     print("adjoint = default (vectorized over time when x0 has <= 256 numbers); adj-vec / adj-step = forced")
     print(f"{'mode':>8} {'T':>6} {'P':>4} {'batch':>6} | {'forward':>9} {'gradient':>9} {'ratio':>6} {'cpu':>6} | "
-          f"{'peak MB':>8} {'live MB':>8} {'traj MB':>8}")
+          f"{'peak MB':>8} {'live MB':>8} {'tensor MB':>9} {'traj MB':>8}")
     # forward sensitivity (vmap over one tangent per parameter) runs ~40x a rollout here: it is left out of
     # the 10,000-step and large-batch rows, which would take minutes each
     configs = [(m, h, 8, 16) for h in horizons for m in ("adjoint", "adj-step", "autograd", "forward")
@@ -271,10 +336,12 @@ def rollout_rows(horizons: list[int], param_counts: list[int], big_batch: int) -
         r = in_subprocess(mode, horizon, p, batch)
         if batch == 16 and mode != "forward":  # the horizon sweep: memory once more with a returning allocator
             r["peak_mem_mb_returning_malloc"] = in_subprocess(mode, horizon, p, batch, True)["peak_mem_mb"]
+            r["peak_tensor_mb"] = in_subprocess(mode, horizon, p, batch, tensor_memory=True)["peak_mem_mb"]
         rows.append(r)
         print(f"{mode:>8} {horizon:>6} {p:>4} {batch:>6} | {r['forward_s']:8.3f}s {r['grad_s']:8.3f}s "
               f"{r['grad_over_forward']:6.2f} {r['grad_over_forward_cpu']:6.2f} | {r['peak_mem_mb']:8.2f} "
-              f"{r.get('peak_mem_mb_returning_malloc', float('nan')):8.2f} {r['trajectory_mb']:8.3f}", flush=True)
+              f"{r.get('peak_mem_mb_returning_malloc', float('nan')):8.2f} {r.get('peak_tensor_mb', float('nan')):9.3f} "
+              f"{r['trajectory_mb']:8.3f}", flush=True)
     return rows
 
 
@@ -300,6 +367,9 @@ def summarize(hyper: list[dict], roll: list[dict], big_batch: int) -> dict:
         "adjoint_peak_mb_by_horizon_returning_malloc": {
             h: get("adjoint", h, 8, 16)["peak_mem_mb_returning_malloc"] for h in hs},
         "stepwise_adjoint_peak_mb_by_horizon": {h: get("adj-step", h, 8, 16)["peak_mem_mb"] for h in hs},
+        "adjoint_tensor_mb_by_horizon": {h: get("adjoint", h, 8, 16)["peak_tensor_mb"] for h in hs},
+        "stepwise_adjoint_tensor_mb_by_horizon": {h: get("adj-step", h, 8, 16)["peak_tensor_mb"] for h in hs},
+        "autograd_tensor_mb_by_horizon": {h: get("autograd", h, 8, 16)["peak_tensor_mb"] for h in hs},
         "stepwise_adjoint_peak_mb_by_horizon_returning_malloc": {
             h: get("adj-step", h, 8, 16)["peak_mem_mb_returning_malloc"] for h in hs},
         "autograd_peak_mb_by_horizon": {h: get("autograd", h, 8, 16)["peak_mem_mb"] for h in hs},
@@ -309,8 +379,11 @@ def summarize(hyper: list[dict], roll: list[dict], big_batch: int) -> dict:
         "max_hypergrad_rel_err_torchopt_implicit": max(r["torchopt_implicit_rel_err"] for r in hyper),
     }
     for key in ("adjoint_peak_mb_by_horizon", "adjoint_peak_mb_by_horizon_returning_malloc",
-                "stepwise_adjoint_peak_mb_by_horizon", "stepwise_adjoint_peak_mb_by_horizon_returning_malloc"):
-        s[key.replace("peak_mb_by_horizon", "memory_ratio_longest_over_shortest")] = s[key][hs[-1]] / s[key][hs[0]]
+                "stepwise_adjoint_peak_mb_by_horizon", "stepwise_adjoint_peak_mb_by_horizon_returning_malloc",
+                "adjoint_tensor_mb_by_horizon", "stepwise_adjoint_tensor_mb_by_horizon"):
+        ratio_key = key.replace("peak_mb_by_horizon", "memory_ratio_longest_over_shortest").replace(
+            "tensor_mb_by_horizon", "tensor_memory_ratio_longest_over_shortest")
+        s[ratio_key] = s[key][hs[-1]] / s[key][hs[0]]
     s["forward_sensitivity_time_ratio_most_over_fewest_params"] = (
         s["forward_sensitivity_grad_s_by_params"][ps[-1]] / s["forward_sensitivity_grad_s_by_params"][ps[0]])
     s["adjoint_time_ratio_most_over_fewest_params"] = (
@@ -324,10 +397,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/engine.json"))
     ap.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tensor-memory", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--theseus", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--theseus-max", type=int, default=3000,
+                    help="largest dimension theseus runs at (its dense Jacobian and normal matrix: ~17 GB at 10,000)")
     args = ap.parse_args()
+    if args.theseus:
+        d, lam0, g_ref = args.theseus
+        print(json.dumps(theseus_row(int(d), float(lam0), float(g_ref))))
+        return
     if args.measure:
         mode, h, p, b = args.measure
-        print(json.dumps(measure_rollout(mode, int(h), int(p), int(b), timing=not args.memory_only)))
+        print(json.dumps(measure_rollout(mode, int(h), int(p), int(b), timing=not args.memory_only,
+                                         tensor_memory=args.tensor_memory)))
         return
     dims = [10, 100, 1000] if args.quick else [10, 100, 1000, 3000, 10000]
     horizons = [100, 1000] if args.quick else [100, 1000, 10000]
@@ -335,10 +417,10 @@ def main() -> None:
     big_batch = 1024 if args.quick else 4096
     print("Hypergradient of ridge regression (time of the backward pass, relative error vs Woodbury closed form)")
     print(f"{'dim':>6} | {'metatune implicit':>18} | {'torchopt implicit':>18} | {'metatune trunc-300':>18} | "
-          f"{'theseus implicit (solve+grad)':>20} | torchopt/metatune")
+          f"{'theseus implicit: backward, err, solve, RSS':>36} | torchopt/metatune")
     # theseus builds the dense (2d+20) x d residual Jacobian by autodiff and factors a dense d x d system:
-    # 43 s at d=3000 here, so d=10,000 (roughly 10x more) is not run.
-    hyper = hypergrad_rows(dims, theseus_max=3000)
+    # 1.5 GB and 20 s at d=3000 here, growing as d^2 in memory and d^3 in time (see --theseus-max).
+    hyper = hypergrad_rows(dims, theseus_max=args.theseus_max)
     roll = rollout_rows(horizons, params, big_batch)
     result = {"hypergradient": hyper, "rollout": roll, "summary": summarize(hyper, roll, big_batch),
               "torch": torch.__version__, "threads": torch.get_num_threads()}
