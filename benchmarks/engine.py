@@ -5,8 +5,7 @@
 Part 1, hypergradients of ridge regression with a sparse-plus-low-rank design
 (Hessian diag(a) + lambda I + U^T U, U of rank 20), dimension 10 to 10,000: the exact reference comes
 from the Woodbury identity. Each tool differentiates the same solution: time of the hypergradient
-(backward) and its relative error, side by side; theseus also solves (dense Gauss-Newton) and is timed
-end to end.
+(backward) and its relative error, side by side; theseus also solves (dense Gauss-Newton), timed apart.
 Part 2, `rollout` on a batch of damped pendulums with a radial-basis-feature policy: time of one
 forward rollout, gradient time per mode and its ratio to the forward, and peak memory versus horizon
 100 to 10,000 and versus parameter count 4 to 256. Memory three ways, each in a fresh process: resident-set
@@ -81,7 +80,7 @@ def hypergrad_rows(dims: list[int], theseus_max: int) -> list[dict]:
     rows = []
     lam0 = 0.7
     for d in dims:
-        inner, residuals, outer, reference, a, U = ridge_problem(d)
+        inner, _, outer, reference, a, U = ridge_problem(d)
         w_ref, g_ref = reference(lam0)
         lam = torch.tensor(lam0, dtype=torch.float64, requires_grad=True)
         t_solve, w_star = timed(lambda: mt.solve(inner, torch.zeros(d, dtype=torch.float64), lam, solver="lbfgs",
