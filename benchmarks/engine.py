@@ -245,7 +245,7 @@ class PeakTensorMemory:
 
 
 ROLLOUT_MODES = {  # benchmark label -> rollout options
-    "adjoint": dict(grad="adjoint"),  # the default: vectorized over time when x0 has <= 256 numbers
+    "adjoint": dict(grad="adjoint"),  # the default: vectorized over time when x0 has <= 1024 numbers
     "adj-vec": dict(grad="adjoint", vectorize=True),
     "adj-step": dict(grad="adjoint", vectorize=False),
     "autograd": dict(grad="autograd"),
@@ -321,14 +321,14 @@ def rollout_rows(horizons: list[int], param_counts: list[int], big_batch: int) -
     print("same with glibc set to return freed memory (RETURNING_MALLOC); tensor MB = peak live tensor memory, the")
     print("allocator-independent measure (what torch.cuda.max_memory_allocated gives on a GPU); traj MB = size of")
     print("the full trajectory")
-    print("adjoint = default (vectorized over time when x0 has <= 256 numbers); adj-vec / adj-step = forced")
+    print("adjoint = default (vectorized over time when x0 has <= 1024 numbers); adj-vec / adj-step = forced")
     print(f"{'mode':>8} {'T':>6} {'P':>4} {'batch':>6} | {'forward':>9} {'gradient':>9} {'ratio':>6} {'cpu':>6} | "
           f"{'peak MB':>8} {'live MB':>8} {'tensor MB':>9} {'traj MB':>8}")
     # forward sensitivity (vmap over one tangent per parameter) runs ~40x a rollout here: it is left out of
     # the 10,000-step and large-batch rows, which would take minutes each
     configs = [(m, h, 8, 16) for h in horizons for m in ("adjoint", "adj-step", "autograd", "forward")
                if not (m == "forward" and h > 1000)]
-    configs += [(m, 500, 8, b) for b in (64, 256, 1024) for m in ("adj-vec", "adj-step")]
+    configs += [(m, 500, 8, b) for b in (64, 256, 512, 1024, 2048) for m in ("adj-vec", "adj-step")]
     configs += [(m, 1000, 8, big_batch) for m in ("adjoint", "autograd")]
     configs += [(m, PARAM_SWEEP_HORIZON, p, 256) for p in param_counts for m in ("adjoint", "forward")]
     for mode, horizon, p, batch in configs:
@@ -356,7 +356,7 @@ def summarize(hyper: list[dict], roll: list[dict], big_batch: int) -> dict:
         "stepwise_adjoint_grad_over_forward_batch16": {h: get("adj-step", h, 8, 16)["grad_over_forward"] for h in hs},
         "vectorized_over_stepwise_time_by_batch": {
             b: get("adj-vec", 500, 8, b)["grad_cpu_s"] / get("adj-step", 500, 8, b)["grad_cpu_s"]
-            for b in (64, 256, 1024)},
+            for b in (64, 256, 512, 1024, 2048)},
         "autograd_grad_over_forward_batch16": {h: get("autograd", h, 8, 16)["grad_over_forward"] for h in hs},
         f"adjoint_grad_over_forward_batch{big_batch}": get("adjoint", 1000, 8, big_batch)["grad_over_forward"],
         f"adjoint_peak_mb_batch{big_batch}": get("adjoint", 1000, 8, big_batch)["peak_mem_mb"],

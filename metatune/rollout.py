@@ -21,8 +21,9 @@ Step = Callable[[Tensor, Tensor], Tensor]
 Policy = Callable[[Tensor, int, Tensors], Tensor]
 Cost = Callable[[Tensor, Tensor, int], Tensor]
 GRADS = ("adjoint", "autograd", "forward")
-# Measured crossover (benchmarks/engine.py, pendulum batch 64 vs 256): beyond it the step-by-step adjoint is cheaper.
-VECTORIZE_MAX_STATE = 256
+# Measured crossover (pendulum batch 512 vs 1024, quadrotor batch 32 vs 64, medians of interleaved runs):
+# beyond it the step-by-step adjoint is cheaper.
+VECTORIZE_MAX_STATE = 1024
 
 
 class Rollout(NamedTuple):
@@ -179,13 +180,14 @@ def _segment_vectorized(sim: _Sim, xs: Tensor, start: int, leaves: tuple[Tensor,
     """The same segment backward with the per-step work batched over time.
 
     All L transitions of the segment are evaluated at once from the known states xs [L, ..., nx] (vmap over
-    t) on a few copies of the segment; one backward seeds each copy differently and so gives every step's
-    state Jacobian A[t] = dx[t+1]/dx[t] and cost gradient; lambda[t] = A[t]^T lambda[t+1] + dc[t]/dx[t] is
-    then chained with one fused op per step, and a second backward through the same graph gives the
-    parameter gradient. Two graph traversals instead of L, which is what costs time at small batch.
-    With `independent`, batch elements are assumed not to interact (block-diagonal Jacobian: nx seeds
-    instead of x.numel()); one more copy, seeded with a random cotangent, checks that every segment, and
-    the segment is redone with dense Jacobians (returned flag False) when it fails.
+    t), building one graph. One batched backward through it (a few cotangents at once, vmapped) gives every
+    step's state Jacobian A[t] = dx[t+1]/dx[t] and cost gradient; lambda[t] = A[t]^T lambda[t+1] + dc[t]/dx[t]
+    is then chained with one fused op per step, and one more backward through the same graph, seeded with
+    lambda, gives the parameter gradient. A few large operations instead of L small ones per step kind,
+    which is what costs time at small batch.
+    With `independent`, batch elements are assumed not to interact (block-diagonal Jacobian: nx cotangents
+    instead of x.numel()); one more, random, checks that in every segment, and the segment is redone with
+    dense Jacobians (returned flag False) when the check fails.
     """
     from torch.func import vmap
 
@@ -198,23 +200,23 @@ def _segment_vectorized(sim: _Sim, xs: Tensor, start: int, leaves: tuple[Tensor,
         x_next, c = sim.transition(x, t, leaves)
         return x_next, (c if c is not None else zero)
 
-    k = nx if independent else m
     if independent:  # seed i: e_i on the last axis of every batch element; then the random check
         eye = torch.eye(nx, dtype=dtype, device=device).reshape(nx, 1, *([1] * (len(shape) - 1)), nx)
         v = torch.randn(xs.shape, generator=torch.Generator(device).manual_seed(start), dtype=dtype, device=device)
         seeds = torch.cat([eye.expand(nx, *xs.shape), v[None]])
     else:  # seed i: e_i over the whole state
         seeds = torch.eye(m, dtype=dtype, device=device).reshape(m, 1, *shape).expand(m, *xs.shape)
-    R = seeds.shape[0] + 1  # the last copy carries the cost seed
+    R = seeds.shape[0] + 1  # the last seed carries the cost
     cost_seed = g_cost.expand(L, *shape[:-1])
-    Xr = xs.detach().expand(R, *xs.shape).reshape(R * L, *shape).requires_grad_()
+    X = xs.detach().requires_grad_()
+    ts = torch.arange(start, start + L, device=device)
     with torch.enable_grad():
-        Yr, Cr = vmap(one)(Xr, torch.arange(start, start + L, device=device).repeat(R), leaves=leaves)
-        if Yr.shape != Xr.shape or Cr.shape != (R * L, *shape[:-1]):
+        Y, C = vmap(one)(X, ts, leaves=leaves)
+        if Y.shape != X.shape or C.shape != (L, *shape[:-1]):
             raise RuntimeError("vectorized transition changed shapes")
-        seeds_y = torch.cat([seeds, torch.zeros(1, *xs.shape, dtype=dtype, device=device)]).reshape(Yr.shape)
+        seeds_y = torch.cat([seeds, torch.zeros(1, *xs.shape, dtype=dtype, device=device)])
         seeds_c = torch.cat([torch.zeros(R - 1, *cost_seed.shape, dtype=dtype, device=device), cost_seed[None]])
-        (J,) = torch.autograd.grad((Yr, Cr), (Xr,), (seeds_y, seeds_c.reshape(Cr.shape)), retain_graph=True)
+        (J,) = torch.autograd.grad((Y, C), (X,), (seeds_y, seeds_c), retain_graph=True, is_grads_batched=True)
     J = J.reshape(R, *xs.shape)
     if independent:
         A = J[:nx]  # [nx_out, L, ..., nx_in]
@@ -234,12 +236,8 @@ def _segment_vectorized(sim: _Sim, xs: Tensor, start: int, leaves: tuple[Tensor,
         lams.append(lam_t)
         lam_t = torch.baddbmm(dc_t, lam_t, A_t)  # lambda[t] = A[t]^T lambda[t+1] + dc[t], one fused op
     lam_next = torch.stack(lams[::-1]).reshape(L, *shape)  # lambda[t+1] for t in the segment
-    pad_y = torch.zeros(R - 1, *xs.shape, dtype=dtype, device=device)
-    pad_c = torch.zeros(R - 1, *cost_seed.shape, dtype=dtype, device=device)
-    with torch.enable_grad():  # the first copy, seeded with lambda and the cost seed, gives the parameters'
-        gp = torch.autograd.grad((Yr, Cr), leaves, (torch.cat([lam_next[None], pad_y]).reshape(Yr.shape),
-                                                    torch.cat([cost_seed[None], pad_c]).reshape(Cr.shape)),
-                                 allow_unused=True)
+    with torch.enable_grad():  # the same graph seeded with lambda and the cost seed: the parameters' gradient
+        gp = torch.autograd.grad((Y, C), leaves, (lam_next, cost_seed), allow_unused=True)
     return lam_t.reshape(shape), gp, independent
 
 
