@@ -245,7 +245,7 @@ class PeakTensorMemory:
 
 
 ROLLOUT_MODES = {  # benchmark label -> rollout options
-    "adjoint": dict(grad="adjoint"),  # the default: vectorized over time when x0 has <= 1024 numbers
+    "adjoint": dict(grad="adjoint"),  # the default: vectorized over time when a step is small
     "adj-vec": dict(grad="adjoint", vectorize=True),
     "adj-step": dict(grad="adjoint", vectorize=False),
     "autograd": dict(grad="autograd"),
@@ -321,7 +321,7 @@ def rollout_rows(horizons: list[int], param_counts: list[int], big_batch: int) -
     print("same with glibc set to return freed memory (RETURNING_MALLOC); tensor MB = peak live tensor memory, the")
     print("allocator-independent measure (what torch.cuda.max_memory_allocated gives on a GPU); traj MB = size of")
     print("the full trajectory")
-    print("adjoint = default (vectorized over time when x0 has <= 1024 numbers); adj-vec / adj-step = forced")
+    print("adjoint = default (vectorized over time when one step saves <= 16k numbers); adj-vec / adj-step = forced")
     print(f"{'mode':>8} {'T':>6} {'P':>4} {'batch':>6} | {'forward':>9} {'gradient':>9} {'ratio':>6} {'cpu':>6} | "
           f"{'peak MB':>8} {'live MB':>8} {'tensor MB':>9} {'traj MB':>8}")
     # forward sensitivity (vmap over one tangent per parameter) runs ~40x a rollout here: it is left out of

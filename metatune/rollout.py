@@ -21,9 +21,11 @@ Step = Callable[[Tensor, Tensor], Tensor]
 Policy = Callable[[Tensor, int, Tensors], Tensor]
 Cost = Callable[[Tensor, Tensor, int], Tensor]
 GRADS = ("adjoint", "autograd", "forward")
-# Measured crossover (pendulum batch 512 vs 1024, quadrotor batch 32 vs 64, medians of interleaved runs):
-# beyond it the step-by-step adjoint is cheaper.
-VECTORIZE_MAX_STATE = 1024
+# The vectorized adjoint pays while each step's operations are small (per-operation overhead dominates).
+# Measured crossover, as the numbers one step's graph saves for backward: vectorized is faster at 8.5k
+# (quadrotor batch 32) to 13.8k (pendulum batch 512, 8 parameters), even at 16.9k (quadrotor batch 64),
+# 2x slower at 27.7k (pendulum batch 1024) and 49.6k (pendulum batch 64, 256 parameters).
+VECTORIZE_MAX_SAVED = 16384
 
 
 class Rollout(NamedTuple):
@@ -102,6 +104,21 @@ class _Sim:
             if t + 1 < stop:
                 x, _ = self.transition(x, t, params, with_cost=False)
         return out
+
+
+def _saved_per_step(sim: _Sim, x0: Tensor, params: tuple[Tensor, ...]) -> int:
+    """How many numbers one step's graph saves for backward: the size of its operations."""
+    count = 0
+
+    def pack(t: Tensor) -> Tensor:
+        nonlocal count
+        count += t.numel()
+        return t
+
+    leaves = tuple(p.detach().requires_grad_(p.is_floating_point()) for p in params)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        sim.transition(x0.detach().requires_grad_(x0.is_floating_point()), 0, leaves)
+    return count
 
 
 class _Adjoint(torch.autograd.Function):
@@ -313,9 +330,10 @@ def rollout(
     `store_states=False` returns only the final state ([1, ..., nx]); the adjoint then keeps one state per
     segment, so its memory stays flat in the horizon (the usual case: only the cost's gradient is needed).
     `vectorize`: the adjoint evaluates each segment's steps at once (vmap over t, so `policy` and `cost` then
-    see t as a 0-d tensor) and chains per-step state Jacobians; default: when x0 has at most
-    VECTORIZE_MAX_STATE numbers (small batches, where per-operation overhead dominates). Functions that
-    vmap cannot trace fall back to the step-by-step adjoint; the results agree to rounding.
+    see t as a 0-d tensor) and chains per-step state Jacobians; default: when one step's graph saves at
+    most VECTORIZE_MAX_SAVED numbers for backward (small operations, where per-operation overhead
+    dominates). Functions that vmap cannot trace fall back to the step-by-step adjoint; the results agree
+    to rounding.
     """
     if grad not in GRADS:
         raise MetatuneError(f"unknown grad mode {grad!r}; choose one of {GRADS}")
@@ -330,7 +348,7 @@ def rollout(
         states, total = sim.simulate(x0, ps)
     elif grad == "adjoint":
         if vectorize is None:
-            vectorize = x0.numel() <= VECTORIZE_MAX_STATE
+            vectorize = _saved_per_step(sim, x0, ps) <= VECTORIZE_MAX_SAVED
         if segment is None:
             segment = 64 if vectorize else 32
         if segment < 1:

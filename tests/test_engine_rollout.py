@@ -144,6 +144,32 @@ def test_vectorized_adjoint_matches_autograd(policy, blocks, store, monkeypatch)
         assert len(done) >= 4 and all(d == blocks for d in done)  # 150 steps in segments of 40
 
 
+def wide_features(x, t, params):
+    """A PD policy plus 20,000 radial features per batch element: large per-step operations."""
+    kp, kd = params
+    centres = torch.linspace(-3.0, 3.0, 20000)
+    bump = torch.exp(-((x[..., :1] - centres) ** 2)).mean(-1)
+    return (kp * (1.0 - x[..., 0]) - kd * x[..., 1] + 1e-3 * bump).unsqueeze(-1)
+
+
+@pytest.mark.parametrize("policy,vectorized", [(pd, True), (wide_features, False)])
+def test_default_vectorizes_only_small_steps(policy, vectorized, monkeypatch):
+    """By default the adjoint vectorizes over time when a step's graph is small (per-operation overhead
+    dominates) and goes step by step when its operations are large; either way it equals autograd."""
+    rollout_module = __import__("sys").modules["metatune.rollout"]
+    calls = []
+    real = rollout_module._segment_vectorized
+    monkeypatch.setattr(rollout_module, "_segment_vectorized", lambda *a: calls.append(1) or real(*a))
+    got = {}
+    for mode in ("adjoint", "autograd"):
+        params = tuple(p.clone().requires_grad_() for p in P)
+        out = mt.rollout(pendulum, X0, policy, params, 40, grad=mode, cost=cost, store_states=False)
+        got[mode] = torch.autograd.grad(out.cost.sum(), params)
+    for a, b in zip(got["adjoint"], got["autograd"]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert bool(calls) == vectorized
+
+
 def test_states_match_an_explicit_loop_and_cost_is_none_without_cost_fn():
     out = mt.rollout(pendulum, X0, pd, P, 20, grad="adjoint")
     x = X0
