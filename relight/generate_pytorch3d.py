@@ -81,12 +81,17 @@ def scene_mesh(preset: str) -> SceneMesh:
     return SceneMesh(verts, faces, mats, Meshes([verts], [faces]).verts_normals_packed(), [])
 
 
+def shadow_map(mesh: SceneMesh, light: Light, cfg: P3DSceneConfig) -> tuple[Camera, Tensor]:  # depth [S, S]
+    """The depth of the nearest surface seen from the light (a camera placed there); -1 where none."""
+    lcam = light_camera(mesh.verts, light, cfg.shadow_res)
+    return lcam, _rasterize(mesh.verts, mesh.faces, lcam).zbuf[0, :, :, 0]
+
+
 def lit_by(points: Tensor,  # [P, 3]
            normals: Tensor,  # [P, 3] unit
-           verts: Tensor, faces: Tensor, light: Light, cfg: P3DSceneConfig) -> Tensor:  # [P] bool
-    """Whether each point sees the light: a depth map rendered at the light (shadow map, bias 0.02)."""
-    lcam = light_camera(verts, light, cfg.shadow_res)
-    depth = _rasterize(verts, faces, lcam).zbuf[0, :, :, 0]
+           smap: tuple[Camera, Tensor], cfg: P3DSceneConfig) -> Tensor:  # [P] bool
+    """Whether each point sees the light, by the light's shadow map (bias 0.02)."""
+    lcam, depth = smap
     view = lcam.viewmat()
     q = (points + cfg.shadow_offset * normals) @ view[:3, :3].T + view[:3, 3]
     u = (lcam.fx * q[:, 0] / q[:, 2] + lcam.cx).long().clamp(0, cfg.shadow_res - 1)
@@ -96,17 +101,20 @@ def lit_by(points: Tensor,  # [P, 3]
 
 
 def vertex_indirect(mesh: SceneMesh, transfer: Tensor,  # [V, F] from bounce_transfer (vertices <- faces)
-                    light: Light, cfg: P3DSceneConfig) -> Tensor:  # [V, 3]
+                    light: Light, cfg: P3DSceneConfig,
+                    smap: tuple[Camera, Tensor] | None = None) -> Tensor:  # [V, 3]
     """One bounce: every face re-emits its direct, shadowed diffuse radiance; the irradiance each vertex gathers."""
     centres, normals, _, albedo = face_patches(mesh)
     l, falloff, _ = light.incidence(centres)
     cos = (normals * l).sum(-1).clamp_min(0)
-    direct = cfg.light_power * albedo * (cos * falloff * lit_by(centres, normals, mesh.verts, mesh.faces, light, cfg))[:, None]
+    lit = lit_by(centres, normals, smap or shadow_map(mesh, light, cfg), cfg)
+    direct = cfg.light_power * albedo * (cos * falloff * lit)[:, None]
     return bounce_irradiance(transfer, direct)
 
 
 def render_view(mesh: SceneMesh, cam: Camera, light: Light, cfg: P3DSceneConfig,
                 indirect: Tensor | None = None,  # [V, 3] bounce irradiance at the vertices, or none
+                smap: tuple[Camera, Tensor] | None = None,  # the light's shadow map (computed if not given)
                 ) -> Tensor:  # [H, W, 3]
     """One frame: mesh fragments shaded with Blinn-Phong (1/r^2), shadowed by a depth map from the light,
     plus albedo times the interpolated bounce irradiance."""
@@ -119,7 +127,7 @@ def render_view(mesh: SceneMesh, cam: Camera, light: Light, cfg: P3DSceneConfig,
     mat = interp(mesh.mats)
     hit = frag.pix_to_face[0, :, :, 0] >= 0
     p, n, m = pts[hit], nrm[hit], mat[hit]
-    lit = lit_by(p, n, verts, faces, light, cfg)
+    lit = lit_by(p, n, smap or shadow_map(mesh, light, cfg), cfg)
     albedo = m[:, :3]
     rgb = blinn_phong(p, n, cam.position, albedo, m[:, 3:4], m[:, 4:5], cfg.ambient * albedo, light,
                       torch.full((3,), cfg.light_power), lit.float())
@@ -155,16 +163,19 @@ def generate_pytorch3d_scene(out: Path, cfg: P3DSceneConfig | None = None) -> Pa
         transfer = bounce_transfer(mesh.verts, mesh.normals, centres, normals, areas, mesh.solids)
     poses = camera_poses(lay)
     ss = 2  # supersampling
-    indirect: dict[tuple, Tensor] = {}
+    per_light: dict[tuple, tuple] = {}  # light -> (shadow map, bounce irradiance or None), shared by its views
     for split in ("train", "test"):
         (out / split).mkdir(exist_ok=True)
         frames = []
         for i, (ci, light) in enumerate(tqdm(frame_plan(lay, split), desc=f"pytorch3d {split}", leave=False)):
             cam = Camera.from_fov(torch.from_numpy(poses[ci]).float(), lay.camera_angle_x, lay.resolution * ss,
                                   lay.resolution * ss)
-            if transfer is not None and light not in indirect:
-                indirect[light] = vertex_indirect(mesh, transfer, Light(light), cfg)
-            img = render_view(mesh, cam, Light(light), cfg, indirect.get(light))
+            if light not in per_light:
+                smap = shadow_map(mesh, Light(light), cfg)
+                bounce = vertex_indirect(mesh, transfer, Light(light), cfg, smap) if transfer is not None else None
+                per_light[light] = (smap, bounce)
+            smap, bounce = per_light[light]
+            img = render_view(mesh, cam, Light(light), cfg, bounce, smap)
             img = img.reshape(lay.resolution, ss, lay.resolution, ss, 3).mean((1, 3))
             name = f"{split}/r_{i:03d}"
             save_image(out / f"{name}.png", img)
