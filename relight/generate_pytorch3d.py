@@ -18,7 +18,7 @@ from relight.interreflection import bounce_irradiance, bounce_transfer
 from relight.light import Light
 from relight.pointcloud import write_points_ply
 from relight.scene import save_image, write_transforms
-from relight.scene_bleed import SceneMesh, bleed_mesh, face_patches
+from relight.scene_bleed import SceneMesh, bleed_mesh, face_patches, merge_parts
 from relight.scene_layout import LayoutConfig, camera_poses, frame_plan
 from relight.shading import blinn_phong
 from relight.visibility import light_camera
@@ -49,13 +49,7 @@ def build_mesh() -> tuple[Tensor, Tensor, Tensor]:  # verts [V, 3], faces [F, 3]
     parts = [(sv, sphere.faces_packed(), [0.9, 0.85, 0.2, 0.8, 60.0]),
              (tv, tor.faces_packed(), [0.2, 0.6, 0.8, 0.05, 5.0]),
              (floor_v, floor_f, [0.6, 0.6, 0.6, 0.0, 1.0])]
-    verts, faces, mats, offset = [], [], [], 0
-    for v, f, m in parts:
-        verts.append(v)
-        faces.append(f + offset)
-        mats.append(torch.tensor(m).expand(v.shape[0], 5))
-        offset += v.shape[0]
-    return torch.cat(verts), torch.cat(faces), torch.cat(mats)
+    return merge_parts(parts)
 
 
 def _p3d_camera(cam: Camera):

@@ -7,6 +7,7 @@ sphere and the floor; test lights (y < 0) light the red wall's inner face instea
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,18 @@ class SceneMesh:
     mats: Tensor  # [V, 5] albedo rgb, specular, shininess
     normals: Tensor  # [V, 3] unit, outward
     solids: list[Solid]
+
+
+def merge_parts(parts: list[tuple[Tensor, Tensor, Sequence[float]]],  # (verts [V, 3], faces [F, 3], material)
+                ) -> tuple[Tensor, Tensor, Tensor]:  # verts [V, 3], faces [F, 3], materials [V, 5]
+    """One mesh from several, each with one material (albedo rgb, specular, shininess) for all its vertices."""
+    verts, faces, mats, offset = [], [], [], 0
+    for v, f, m in parts:
+        verts.append(v)
+        faces.append(f + offset)
+        mats.append(torch.tensor(m, dtype=v.dtype).expand(v.shape[0], 5))
+        offset += v.shape[0]
+    return torch.cat(verts), torch.cat(faces), torch.cat(mats)
 
 
 def grid(origin: Tensor, u: Tensor, v: Tensor, nu: int, nv: int,  # origin, edge vectors [3]
@@ -81,14 +94,8 @@ def bleed_mesh(cell: float = 0.05) -> SceneMesh:
     fv, ff = grid(torch.tensor([-1.0, -1.0, 0.0]), torch.tensor([2.0, 0.0, 0.0]), torch.tensor([0.0, 2.0, 0.0]),
                   n_floor, n_floor)
     parts.append((fv, ff, torch.tensor([0.0, 0.0, 1.0]).expand_as(fv), FLOOR))
-    verts, faces, mats, normals, offset = [], [], [], [], 0
-    for v, f, n, m in parts:
-        verts.append(v)
-        faces.append(f + offset)
-        normals.append(n)
-        mats.append(torch.tensor(m).expand(v.shape[0], 5))
-        offset += v.shape[0]
-    return SceneMesh(torch.cat(verts), torch.cat(faces), torch.cat(mats), torch.cat(normals), [ball, red, green])
+    verts, faces, mats = merge_parts([(v, f, m) for v, f, _, m in parts])
+    return SceneMesh(verts, faces, mats, torch.cat([n for _, _, n, _ in parts]), [ball, red, green])
 
 
 def face_patches(mesh: SceneMesh) -> tuple[Tensor, Tensor, Tensor, Tensor]:
