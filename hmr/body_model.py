@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import pickle
+import stat
 import tempfile
 from pathlib import Path
 
@@ -15,32 +17,17 @@ from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, lbs
 from smplx.utils import Struct
 from torch import Tensor, nn
 
-from metatune import MetatuneError
+from metatune.atomic import write_text, write_with
+from metatune.errors import MetatuneError
+from metatune.unpickle import ChumpyStandIn, load_npz, safe_load
 
 SMPL_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 GENERATED_NAME = "SMPL_NEUTRAL_metatune_v1.pkl"
 
 
-class _Chumpy:
-    """Stands in for any chumpy class while unpickling; keeps the pickled state."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.state = {}
-
-    def __setstate__(self, state) -> None:
-        self.state = state if isinstance(state, dict) else {"x": state}
-
-
-class _NoChumpyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if module == "chumpy" or module.startswith("chumpy."):
-            return _Chumpy
-        return super().find_class(module, name)
-
-
 def _plain(key: str, value):
     """A chumpy stand-in as the numpy array it holds; anything else unchanged."""
-    if isinstance(value, _Chumpy):
+    if isinstance(value, ChumpyStandIn):
         if "x" not in value.state:
             raise MetatuneError(f"model field {key!r} is a chumpy expression without a stored array")
         return np.asarray(value.state["x"])
@@ -48,23 +35,20 @@ def _plain(key: str, value):
 
 
 def read_model_file(path: str | Path) -> dict:
-    """The arrays of an SMPL-family model file (.pkl, chumpy or not, or .npz)."""
+    """The arrays of an SMPL-family model file (.pkl, chumpy or not, or .npz), read without running code:
+    pickles through the allowlist of `metatune.unpickle`, .npz with allow_pickle=False."""
     path = Path(path)
     if not path.is_file():
         raise MetatuneError(f"body model file not found: {path}")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=True) as z:
-                data = {k: z[k] for k in z.files}
-        elif path.suffix == ".pkl":
-            with open(path, "rb") as fh:
-                data = _NoChumpyUnpickler(fh, encoding="latin1").load()
-        else:
-            raise MetatuneError(f"body model must be a .pkl or .npz file, got {path.name}")
-    except MetatuneError:
-        raise
-    except Exception as err:  # unreadable pickle / zip: name the file, not the unpickler's internals
-        raise MetatuneError(f"cannot read body model {path}: {type(err).__name__}: {err}") from None
+    what = f"body model {path}"
+    if path.suffix == ".npz":
+        # SMPL-X npz files keep two dicts, joint2num and part2num, as pickled object arrays; load_npz reads
+        # them through the same allowlist (smplx uses neither)
+        data = load_npz(path, what)
+    elif path.suffix == ".pkl":
+        data = safe_load(path, what)
+    else:
+        raise MetatuneError(f"body model must be a .pkl or .npz file, got {path.name}")
     if not isinstance(data, dict):
         raise MetatuneError(f"body model {path} does not hold a dict of arrays")
     data = {k: _plain(k, v) for k, v in data.items()}
@@ -76,21 +60,55 @@ def read_model_file(path: str | Path) -> dict:
 
 def write_model_file(path: str | Path, data: dict) -> Path:
     """Write arrays as an SMPL-format .pkl (plain numpy, latin1-readable), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        pickle.dump(data, fh, protocol=2)
-    tmp.replace(path)
+    return write_with(path, lambda tmp: tmp.write_bytes(pickle.dumps(data, protocol=2)))
+
+
+def cache_dir() -> Path:
+    """The per-user cache folder ($XDG_CACHE_HOME/metatune, else ~/.cache/metatune), created with mode 0700
+    and refused if another user owns it or others may write in it (they could plant a model there)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "metatune"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError as err:
+        raise MetatuneError(f"cannot create the cache folder {path}: {err.strerror or err}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MetatuneError(f"cache folder {path} is not a folder")
+    if st.st_uid != os.getuid():
+        raise MetatuneError(f"refusing the cache folder {path}: it belongs to user id {st.st_uid}, not to you "
+                            f"({os.getuid()}); remove it or set XDG_CACHE_HOME")
+    if st.st_mode & 0o022:
+        raise MetatuneError(f"refusing the cache folder {path}: mode {stat.S_IMODE(st.st_mode):o} lets others "
+                            "write in it; chmod 700 it")
     return path
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(path: Path, sidecar: Path) -> bool:
+    """The cached file exists and its content hash is the one written beside it."""
+    try:
+        return path.is_file() and sidecar.read_text().strip() == _sha256(path)
+    except OSError:
+        return False
+
+
 def generated_model_path() -> Path:
-    """The generated body model's file, built on first use and cached in the temp dir."""
-    path = Path(tempfile.gettempdir()) / "metatune_hmr" / GENERATED_NAME
-    if not path.is_file():
+    """The generated body model's file, built on first use and cached per user; used only if its sha256
+    matches the sidecar written after it, else generated again."""
+    path = cache_dir() / GENERATED_NAME
+    sidecar = path.with_name(path.name + ".sha256")
+    if not _verified(path, sidecar):
         from hmr.body_template import generate_body_model
         write_model_file(path, generate_body_model())
+        write_text(sidecar, _sha256(path) + "\n")  # after the file: a sidecar vouches only for a complete file
     return path
 
 
@@ -117,14 +135,17 @@ def load_smplx(path: str | Path | None = None, num_betas: int = 10) -> nn.Module
             # gets the arrays already freed of chumpy, in a plain .npz.
             if kind == "smplx":
                 plain = Path(tmp) / "SMPLX_NEUTRAL.npz"
+                # object fields (SMPL-X's joint2num, part2num) are left out: smplx reads this file with
+                # allow_pickle=True and uses neither
                 np.savez(plain, **{k: np.asarray(v.todense()) if hasattr(v, "todense") else v
-                                   for k, v in data.items()})
+                                   for k, v in data.items()
+                                   if not (isinstance(v, np.ndarray) and v.dtype.hasobject)})
                 kwargs.update(model_path=str(plain), ext="npz")
             else:
                 kwargs.update(model_path=str(path), data_struct=struct)
             return cls(num_betas=num_betas, create_betas=False, create_global_orient=False,
                        create_body_pose=False, create_transl=False, **kwargs)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - smplx fails on a bad file with any exception: name the file
         raise MetatuneError(f"body model {path} is not a valid {kind.upper()} file: {err}") from None
 
 
@@ -166,7 +187,7 @@ class BodyModel(nn.Module):
         self.num_betas = model.num_betas
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "BodyModel":
+    def load(cls, path: str | Path | None = None) -> BodyModel:
         return cls(load_smplx(path))
 
     @property
