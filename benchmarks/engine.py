@@ -15,9 +15,9 @@ memory (allocator-independent). theseus runs in its own process under an address
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
-import ctypes
 import subprocess
 import sys
 import time

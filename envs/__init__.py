@@ -1,7 +1,28 @@
-"""Robots: differentiable dynamics in torch, differentiable MuJoCo, and meta-tuned controllers."""
-from envs.catalog import ROBOTS, default_params, make
-from envs.mujoco_dynamics import MujocoDynamics
-from envs.planar_chain import PlanarChain
-from envs.quadrotor import Quadrotor
+"""Robots: differentiable dynamics in torch, differentiable MuJoCo, and meta-tuned controllers.
+
+The names import on first use (PEP 562): the CLI registers `metatune robot` without importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {"ROBOTS": "envs.catalog", "default_params": "envs.catalog", "make": "envs.catalog",
+         "MujocoDynamics": "envs.mujoco_dynamics", "PlanarChain": "envs.planar_chain", "Quadrotor": "envs.quadrotor"}
+
+if TYPE_CHECKING:
+    from envs.catalog import ROBOTS, default_params, make
+    from envs.mujoco_dynamics import MujocoDynamics
+    from envs.planar_chain import PlanarChain
+    from envs.quadrotor import Quadrotor
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+
 
 __all__ = ["ROBOTS", "MujocoDynamics", "PlanarChain", "Quadrotor", "default_params", "make"]

@@ -5,7 +5,6 @@ which is what `metatune.MetaTuner` meta-learns as its initialisation.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from envs.tasks import RobotTask

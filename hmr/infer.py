@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from pytorch3d.io import save_obj
 
-from metatune import MetatuneError
 from hmr.body_model import BodyModel
 from hmr.joint_uncertainty import joint_std_mm
 from hmr.keypoints import Keypoints, read_keypoints, select_people
@@ -22,6 +21,7 @@ from hmr.objective import FitProblem, FitWeights, fit_loss, global_rotation, lap
 from hmr.overlay import overlay
 from hmr.smplify import SmplifyConfig, smplify
 from hmr.synthetic import fit_problem
+from metatune import MetatuneError
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 import metatune as mt
@@ -19,8 +19,6 @@ from hmr.metrics import calibration_scale, procrustes_align
 from hmr.objective import PARAM_DIM, FitProblem, FitWeights, fit_loss, hessian_diagonal
 from hmr.regressor import KeypointRegressor
 from hmr.synthetic import People, SyntheticConfig, make_people, people_problem
-
-from torch import nn
 
 Task = tuple[FitProblem, Tensor]  # keypoint problem, true root-relative joints [B, 24, 3] (train only)
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-from pytorch3d.renderer import (MeshRasterizer, MeshRenderer, PointLights, RasterizationSettings,
-                                SoftPhongShader, TexturesVertex)
+from pytorch3d.renderer import (
+    MeshRasterizer,
+    MeshRenderer,
+    PointLights,
+    RasterizationSettings,
+    SoftPhongShader,
+    TexturesVertex,
+)
 from pytorch3d.structures import Meshes
 from pytorch3d.utils import cameras_from_opencv_projection
 from torch import Tensor

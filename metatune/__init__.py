@@ -1,13 +1,39 @@
 """metatune: differentiating through solves and trajectories, and meta-learning adaptation.
 
 Public API: `solve`, `solve_least_squares`, `rollout`, `MetaTuner` (+ `MetaConfig`), `MetatuneError`.
+The names import on first use (PEP 562), so `metatune --help` and the CLI's input checks run before torch
+is imported.
 """
-from metatune.adaptation import Adapted
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from metatune.errors import MetatuneError
-from metatune.least_squares import solve_least_squares
-from metatune.meta import MetaConfig, MetaTuner
-from metatune.rollout import Rollout, rollout
-from metatune.solve import SolveInfo, solve
+
+_LAZY = {"Adapted": "metatune.adaptation", "solve_least_squares": "metatune.least_squares",
+         "MetaConfig": "metatune.meta", "MetaTuner": "metatune.meta", "Rollout": "metatune.rollout",
+         "rollout": "metatune.rollout", "SolveInfo": "metatune.solve", "solve": "metatune.solve"}
+
+if TYPE_CHECKING:
+    from metatune.adaptation import Adapted
+    from metatune.least_squares import solve_least_squares
+    from metatune.meta import MetaConfig, MetaTuner
+    from metatune.rollout import Rollout, rollout
+    from metatune.solve import SolveInfo, solve
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'metatune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = ["solve", "solve_least_squares", "rollout", "Rollout", "MetaTuner", "MetaConfig", "Adapted",
            "SolveInfo", "MetatuneError"]

@@ -21,11 +21,16 @@ class Adapted:
     losses: list[float]       # inner loss before each step and after the last
 
 
-def _hutchinson_diag(g: Params, x: Params, samples: int) -> Params:
+def _rademacher(t: Tensor, generator: torch.Generator | None) -> Tensor:
+    z = torch.randint(0, 2, t.shape, generator=generator, dtype=t.dtype, device="cpu" if generator else t.device)
+    return (z * 2 - 1).to(t.device)
+
+
+def _hutchinson_diag(g: Params, x: Params, samples: int, generator: torch.Generator | None) -> Params:
     """Unbiased estimate of diag(d^2 f / dx^2) from Rademacher probes z: E[z * (H z)]."""
     acc = [torch.zeros_like(t) for t in x]
     for _ in range(samples):
-        z = tuple(torch.randint_like(t, 2) * 2 - 1 for t in x)
+        z = tuple(_rademacher(t, generator) for t in x)
         hz = torch.autograd.grad(g, x, z, retain_graph=True, allow_unused=True)
         for i, (zi, hi) in enumerate(zip(z, hz)):
             if hi is not None:
@@ -44,20 +49,23 @@ def inner_adapt(
     freeze_ratio: float = 0.0,
     probes: int = 1,
     curvature_decay: float = 0.5,
+    generator: torch.Generator | None = None,
 ) -> Adapted:
     """Run `steps` updates x <- x - lr * s * grad, where s = 1 (no `prior_var`) or the uncertainty scaling.
 
     With `prior_var`, the posterior precision is prior precision plus a running diagonal curvature
     estimate; each step is scaled by posterior / prior variance (a diagonal Newton-like damping), and
     a parameter whose std falls below `freeze_ratio` times its prior std is frozen from then on.
+    The curvature probes draw from `generator` (a CPU generator; None: the global one).
     """
     with torch.enable_grad():  # adaptation needs gradients even when the caller is under no_grad
         return _inner_adapt(loss_fn, start, steps, lrs, create_graph, prior_var, freeze_ratio, probes,
-                            curvature_decay)
+                            curvature_decay, generator)
 
 
 def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int, lrs: Params, create_graph: bool,
-                 prior_var: Params | None, freeze_ratio: float, probes: int, curvature_decay: float) -> Adapted:
+                 prior_var: Params | None, freeze_ratio: float, probes: int, curvature_decay: float,
+                 generator: torch.Generator | None) -> Adapted:
     x = tuple(t if t.requires_grad else t.detach().requires_grad_() for t in start)
     uncertain = prior_var is not None
     curv = ema = tuple(torch.zeros_like(t.detach()) for t in x)
@@ -76,7 +84,7 @@ def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
         g = torch.autograd.grad(loss, x, create_graph=need_graph, allow_unused=True)
         g = tuple(torch.zeros_like(t) if gi is None else gi for t, gi in zip(x, g))
         if uncertain:
-            d = _hutchinson_diag(g, x, probes)
+            d = _hutchinson_diag(g, x, probes, generator)
             ema = tuple(curvature_decay * c + (1 - curvature_decay) * di.clamp_min(0) for c, di in zip(ema, d))
             curv = tuple(e / (1 - curvature_decay ** (k + 1)) for e in ema)  # bias-corrected running mean
         if not create_graph:

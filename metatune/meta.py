@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from metatune.adaptation import Adapted, inner_adapt
+from metatune.checkpoint import load as load_checkpoint
+from metatune.checkpoint import save as save_checkpoint
 from metatune.errors import MetatuneError
 from metatune.tree import Tensors, flatten, unflatten
 
@@ -95,7 +97,8 @@ class MetaTuner:
         self.log_prior_std: nn.ParameterList | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.step_count = 0
-        torch.manual_seed(self.config.seed)
+        # the tuner's own randomness (curvature probes): seeded by the config, never the global generator
+        self.generator = torch.Generator().manual_seed(self.config.seed)
         if isinstance(self.init, _FixedInit):  # shapes known now; an amortised init reveals them on first use
             self._ensure_meta(tuple(self.init.values))
 
@@ -160,16 +163,19 @@ class MetaTuner:
             return tuple(torch.exp(p) for p in self.log_lr)
         return tuple(torch.full((), self.config.inner_lr, dtype=p.dtype, device=p.device) for p in self.log_lr)
 
-    def _adapt(self, task: Task, steps: int, create_graph: bool) -> Adapted:
+    def _adapt(self, task: Task, steps: int, create_graph: bool,
+               inner_loss: Callable[[Tensors, Task], Tensor] | None = None) -> Adapted:
         start = self._start(task)
         uncertain = self.config.method == "uncertainty"
+        inner = inner_loss or self.inner_loss
 
         def loss(x: tuple[Tensor, ...]) -> Tensor:
-            return self.inner_loss(unflatten(x, self._single), task)
+            return inner(unflatten(x, self._single), task)
 
         prior_var = tuple(torch.exp(2 * p) for p in self.log_prior_std) if uncertain else None
         return inner_adapt(loss, start, steps, self._lrs(), create_graph=create_graph, prior_var=prior_var,
-                           freeze_ratio=self.config.freeze_ratio, probes=self.config.probes)
+                           freeze_ratio=self.config.freeze_ratio, probes=self.config.probes,
+                           generator=self.generator)
 
     # -- the three verbs ---------------------------------------------------------------------------
     def train(self, steps: int, sample_tasks: Callable[[int], Sequence[Task]] | None = None,
@@ -194,6 +200,7 @@ class MetaTuner:
                 self.optimizer = self._make_optimizer(self._param_groups())
             self.optimizer.zero_grad()
             outer.backward()
+            self._check_gradients()
             torch.nn.utils.clip_grad_norm_(self.meta_parameters(), cfg.grad_clip)
             self.optimizer.step()
             record = {"step": self.step_count, "outer_loss": float(outer.detach()),
@@ -206,9 +213,25 @@ class MetaTuner:
                     fh.write(json.dumps(record) + "\n")
         return history
 
-    def adapt(self, task: Task, steps: int | None = None) -> Adapted:
-        """Adapt to one task from the meta-learned start; parameters are returned detached."""
-        res = self._adapt(task, self.config.inner_steps if steps is None else steps, create_graph=False)
+    def _check_gradients(self) -> None:
+        """Stop before a non-finite meta-gradient reaches the meta-parameters (and the next checkpoint)."""
+        names = {id(p): n for n, p in self.init.named_parameters()}
+        for i, p in enumerate(self.meta_parameters()):
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                name = names.get(id(p), f"step-size/prior parameter {i}")
+                raise MetatuneError(f"meta-training step {self.step_count}: the meta-gradient of {name} is not "
+                                    "finite (the loss was); nothing was updated. Lower inner_lr or outer_lr, or "
+                                    "check the losses for a NaN-producing operation")
+
+    def adapt(self, task: Task, steps: int | None = None,
+              inner_loss: Callable[[Tensors, Task], Tensor] | None = None) -> Adapted:
+        """Adapt to one task from the meta-learned start; parameters are returned detached.
+
+        inner_loss: a domain's hook to adapt on another loss than the one meta-trained on (the same
+        parameters, for example the robot's gradients through MuJoCo instead of the torch model).
+        """
+        res = self._adapt(task, self.config.inner_steps if steps is None else steps, create_graph=False,
+                          inner_loss=inner_loss)
         res.params = unflatten(tuple(p.detach() for p in res.params), self._single)
         if res.std is not None:
             res.std = unflatten(res.std, self._single)
@@ -233,29 +256,33 @@ class MetaTuner:
                 "init": self.init.state_dict(),
                 "log_lr": [p.detach() for p in self.log_lr] if self.log_lr is not None else None,
                 "log_prior_std": [p.detach() for p in self.log_prior_std] if self.log_prior_std is not None else None,
-                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None}
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                "generator": self.generator.get_state()}
 
-    def save(self, path: str | Path) -> None:
-        """Write a checkpoint atomically (temporary name, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)
+    def save(self, path: str | Path, domain: str = "engine", kind: str = "meta_tuner") -> None:
+        """Write a checkpoint atomically, headed with its domain and kind and refused if anything is non-finite."""
+        save_checkpoint(path, self.state_dict(), domain, kind)
 
-    def load(self, path: str | Path) -> "MetaTuner":
-        """Restore a checkpoint written by `save` (loaded with weights_only=True)."""
-        path = Path(path)
-        if not path.is_file():
-            raise MetatuneError(f"checkpoint not found: {path}")
+    def load(self, path: str | Path, domain: str = "engine", kind: str = "meta_tuner") -> "MetaTuner":
+        """Restore a checkpoint written by `save` (weights_only loading; domain, kind and content hash checked)."""
+        return self.load_state_dict(load_checkpoint(path, domain, kind), str(path))
+
+    def load_state_dict(self, state: dict, source: str = "the state") -> "MetaTuner":
+        """Restore `state_dict()`'s output; a state of another tuner's shape names the mismatch."""
         try:
-            state = torch.load(path, weights_only=True, map_location="cpu")
-        except Exception as err:  # a truncated or foreign file: say which
-            raise MetatuneError(f"cannot read checkpoint {path}: {err}") from err
+            self._load_state(state, source)
+        except (KeyError, TypeError, RuntimeError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise MetatuneError(f"{source} does not fit this tuner ({type(err).__name__}: {first[:300]})") from None
+        return self
+
+    def _load_state(self, state: dict, path: str) -> None:
         known = {f.name for f in fields(MetaConfig)}
         self.config = MetaConfig(**{k: v for k, v in state["config"].items() if k in known})
         self.step_count, self._single = state["step"], state["single"]
         self.init.load_state_dict(state["init"])
+        if state.get("generator") is not None:
+            self.generator.set_state(state["generator"])
         if state["log_lr"] is not None:
             self.log_lr = nn.ParameterList([nn.Parameter(t.clone()) for t in state["log_lr"]])
             self.log_prior_std = nn.ParameterList([nn.Parameter(t.clone()) for t in state["log_prior_std"]])
@@ -267,4 +294,3 @@ class MetaTuner:
             except ValueError as err:  # saved with other parameter groups (another init_lr or method)
                 raise MetatuneError(f"checkpoint {path}: its optimizer state does not fit this tuner's parameter "
                                     f"groups ({err}); build the tuner with the same init_lr and method") from err
-        return self

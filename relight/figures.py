@@ -52,6 +52,7 @@ def orbit_lights(n: int, radius: float = 2.5, elevation_deg: float = 45.0) -> li
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 12) -> None:
     """An MP4 (mp4v) of RGB frames in [0, 1], written through a temporary name."""
     import cv2
+
     from metatune import MetatuneError
     h, w = frames[0].shape[:2]
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)

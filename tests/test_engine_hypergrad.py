@@ -59,7 +59,20 @@ def test_ridge_hypergradient_matches_closed_form(solver, mode, opts):
     outer = 0.5 * ((Xv @ w - yv) ** 2).sum()
     (grad,) = torch.autograd.grad(outer, lam)
     ref_outer, ref_grad = ridge_closed_form(X, y, Xv, yv, 2.0)
-    assert float(outer.detach()) == pytest.approx(float(ref_outer), rel=1e-9)
+    # What the solver guarantees is stationarity, not a bit pattern (Adam at a constant step settles in a
+    # rounding-dependent neighbourhood of w*). With the inner loss mu-strongly convex, |w - w*| <= |grad f(w)| / mu,
+    # and the outer loss is quadratic in w, so its error is bounded by |g*| d + |Xv^T Xv| d^2 / 2.
+    wd = w.detach()
+    A = X.T @ X + 2.0 * torch.eye(5)
+    stationarity = float((A @ wd - X.T @ y).norm())
+    assert stationarity <= 1e-6 * float((X.T @ y).norm()), "the solver did not reach the optimum"
+    d = stationarity / float(torch.linalg.eigvalsh(A).min())
+    w_star = torch.linalg.solve(A, X.T @ y)
+    g_star = float((Xv.T @ (Xv @ w_star - yv)).norm())
+    bound = g_star * d + 0.5 * float(torch.linalg.matrix_norm(Xv.T @ Xv, 2)) * d * d
+    assert abs(float(outer.detach()) - float(ref_outer)) <= max(bound, 1e-9 * float(ref_outer))
+    if mode == "implicit":  # the implicit theorem at the returned point: -(Xv^T r(w))^T A^-1 dgrad/dlam, dgrad/dlam = w
+        ref_grad = -(Xv.T @ (Xv @ wd - yv)) @ torch.linalg.solve(A, wd)
     assert float(grad) == pytest.approx(float(ref_grad), rel=1e-6)
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hmr.body_model import BodyModel, generated_model_path, read_model_file
-from hmr.demo import person_image
 from hmr.camera import project
+from hmr.demo import person_image
 from hmr.keypoints import BODY25_TO_SMPLX, COCO17_TO_SMPLX, body25_json
 from hmr.objective import posed_joints
 from hmr.smplx_layout import smplx_arrays

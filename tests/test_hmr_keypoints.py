@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from hmr.body_model import BodyModel
-from hmr.keypoints import (BODY25_NAMES, BODY25_TO_SMPLX, COCO17_TO_SMPLX, body25_json, parse_keypoints,
-                           read_keypoints, select_people)
+from hmr.keypoints import (
+    BODY25_NAMES,
+    BODY25_TO_SMPLX,
+    COCO17_TO_SMPLX,
+    body25_json,
+    parse_keypoints,
+    read_keypoints,
+    select_people,
+)
 from metatune import MetatuneError
 
 COCO_NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",

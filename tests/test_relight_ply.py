@@ -6,7 +6,7 @@ from metatune import MetatuneError
 from relight.camera import Camera, look_at
 from relight.light import Light
 from relight.model import RelightModel
-from relight.ply import PHONG, STANDARD, SH_C0, export_ply, import_ply, read_ply
+from relight.ply import PHONG, SH_C0, STANDARD, export_ply, import_ply, read_ply
 
 
 def model():

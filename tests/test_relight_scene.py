@@ -104,11 +104,11 @@ def test_tasks_have_disjoint_support_and_query(mj_scene):
 def test_bleed_scene_colour_bleeding_follows_the_light():
     # white sphere between a red wall (y > 0) and a green one (y < 0): a light on the +y side lights the
     # green wall's inner face, which bleeds green onto the sphere; a light on the -y side bleeds red
+    from relight.camera import Camera, look_at
     from relight.generate_pytorch3d import render_view, vertex_indirect
     from relight.interreflection import bounce_transfer
     from relight.light import Light
     from relight.scene_bleed import bleed_mesh, face_patches
-    from relight.camera import Camera, look_at
     mesh = bleed_mesh(cell=0.1)
     centres, normals, areas, _ = face_patches(mesh)
     transfer = bounce_transfer(mesh.verts, mesh.normals, centres, normals, areas, mesh.solids)

@@ -8,8 +8,16 @@ import torch
 
 
 def test_pytorch3d_renders_a_phong_sphere_on_cpu():
-    from pytorch3d.renderer import (FoVPerspectiveCameras, MeshRasterizer, MeshRenderer, PointLights,
-                                    RasterizationSettings, SoftPhongShader, TexturesVertex, look_at_view_transform)
+    from pytorch3d.renderer import (
+        FoVPerspectiveCameras,
+        MeshRasterizer,
+        MeshRenderer,
+        PointLights,
+        RasterizationSettings,
+        SoftPhongShader,
+        TexturesVertex,
+        look_at_view_transform,
+    )
     from pytorch3d.utils import ico_sphere
 
     mesh = ico_sphere(4)
