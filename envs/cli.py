@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from envs.meta_tuning import RobotMetaConfig
-from envs.problems import PROBLEMS, make_problem
-from envs.tasks import RobotTask
 from metatune.errors import MetatuneError
+from metatune.verb_args import (add_checkpoint, add_force, add_out, add_seed_device, nonnegative_int, positive_float,
+                                positive_int)
 
 VERBS = ("train", "adapt", "evaluate")
+CPU_ONLY = "the robot domain runs on CPU (MuJoCo steps and small batched rigid-body models)"
+TASKS = ("cartpole", "pendulum", "quadrotor")  # envs.problems.PROBLEMS, named here so --help imports no torch
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:
@@ -28,9 +29,9 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _robots(args: argparse.Namespace, problem) -> list[RobotTask]:
-    if args.robots < 1:
-        raise MetatuneError(f"--robots must be >= 1, got {args.robots}")
+def _robots(args: argparse.Namespace, problem) -> list:
+    from envs.tasks import RobotTask
+
     tasks = problem.sample_tasks(args.robots, seed=args.seed)
     if args.param:
         from envs.catalog import make
@@ -42,19 +43,25 @@ def _robots(args: argparse.Namespace, problem) -> list[RobotTask]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from envs.meta_tuning import RobotMetaConfig
     from envs.workflows import train
+    from metatune.verb_args import torch_device
 
+    torch_device(args.device, CPU_ONLY)
     cfg = RobotMetaConfig(method=args.method, init=args.init, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
                           outer_lr=args.outer_lr, robots_per_task=args.robots_per_task, seed=args.seed)
     if cfg.method not in ("metasgd", "fomaml"):
         raise MetatuneError(f"--method {cfg.method!r}: adjoint rollouts support first-order 'metasgd' or 'fomaml'")
-    print(json.dumps(train(args.task, args.out, args.steps, cfg, args.horizon, args.dt), indent=2))
+    print(json.dumps(train(args.task, args.out, args.steps, cfg, args.horizon, args.dt, force=args.force), indent=2))
     return 0
 
 
 def _adapt_or_evaluate(args: argparse.Namespace) -> int:
+    from envs.problems import make_problem
     from envs.workflows import adapt, evaluate, load_tuner
+    from metatune.verb_args import torch_device
 
+    torch_device(args.device, CPU_ONLY)
     if args.checkpoint is not None:
         problem, tuner = load_tuner(args.checkpoint)
         if args.task is not None and args.task != problem.name:
@@ -63,8 +70,6 @@ def _adapt_or_evaluate(args: argparse.Namespace) -> int:
         if args.task is None:
             raise MetatuneError("give --task (and --checkpoint for the meta-tuned start)")
         problem, tuner = make_problem(args.task), None
-    if args.steps < 0:
-        raise MetatuneError(f"--steps must be >= 0, got {args.steps}")
     tasks = _robots(args, problem)
     if args.verb == "adapt":
         result = adapt(problem, tuner, tasks, args.steps, args.out, args.backend, args.physics)
@@ -82,34 +87,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("robot", help="meta-tune robot controllers (quadrotor, pendulum, cart-pole)")
     verbs = parser.add_subparsers(dest="verb", required=True)
     tr = verbs.add_parser("train", help="meta-train a controller on robots sampled from a task distribution")
-    tr.add_argument("--task", choices=sorted(PROBLEMS), default="quadrotor")
-    tr.add_argument("--out", type=Path, default=Path("runs/robot/tuner.pt"), help="checkpoint (+ .json, .jsonl, .png)")
-    tr.add_argument("--steps", type=int, default=20, help="meta-training steps")
+    tr.add_argument("--task", choices=TASKS, default="quadrotor")
+    add_out(tr, "runs/robot/train")
+    tr.add_argument("--steps", type=positive_int, default=20, help="meta-training steps")
     tr.add_argument("--method", default="metasgd", help="metasgd (learned step sizes) or fomaml")
     tr.add_argument("--init", choices=("shared", "neural"), default="shared",
                     help="one meta-learned gain set, or a neural policy from task features to gains")
-    tr.add_argument("--inner-steps", type=int, default=2)
-    tr.add_argument("--inner-lr", type=float, default=0.3)
-    tr.add_argument("--outer-lr", type=float, default=0.05)
-    tr.add_argument("--robots-per-task", type=int, default=4)
-    tr.add_argument("--horizon", type=int, default=None)
-    tr.add_argument("--dt", type=float, default=None)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--inner-steps", type=nonnegative_int, default=2)
+    tr.add_argument("--inner-lr", type=positive_float, default=0.3)
+    tr.add_argument("--outer-lr", type=positive_float, default=0.05)
+    tr.add_argument("--robots-per-task", type=positive_int, default=4)
+    tr.add_argument("--horizon", type=positive_int, default=None)
+    tr.add_argument("--dt", type=positive_float, default=None)
+    add_seed_device(tr)
+    add_force(tr)
     tr.set_defaults(func=_train)
     for verb, text in (("adapt", "adapt to unseen robots in a few adjoint steps; plot and JSON"),
                        ("evaluate", "tracking RMSE over unseen robots, untuned vs meta-tuned")):
         p = verbs.add_parser(verb, help=text)
-        p.add_argument("--task", choices=sorted(PROBLEMS), default=None)
-        p.add_argument("--checkpoint", type=Path, default=None, help="from 'metatune robot train'")
-        p.add_argument("--robots", type=int, default=1 if verb == "adapt" else 8)
-        p.add_argument("--seed", type=int, default=12345, help="names the unseen robots")
+        p.add_argument("--task", choices=TASKS, default=None)
+        add_checkpoint(p, required=False)
+        p.add_argument("--robots", type=positive_int, default=1 if verb == "adapt" else 8)
         p.add_argument("--param", action="append", default=[], help="override a physical parameter, key=value")
-        p.add_argument("--steps", type=int, default=3, help="adaptation steps")
+        p.add_argument("--steps", type=nonnegative_int, default=3, help="adaptation steps")
         p.add_argument("--backend", choices=("torch", "mujoco"), default="torch",
                        help="physics that the reported trajectories are simulated with")
         p.add_argument("--physics", choices=("torch", "mujoco"), default="torch",
                        help="physics the adaptation gradients go through (mujoco: mj_step + transitionFD)")
-        p.add_argument("--out", type=Path, default=Path(f"runs/robot/{verb}"))
+        add_out(p, f"runs/robot/{verb}")
+        add_seed_device(p, seed=12345)
         p.set_defaults(func=_adapt_or_evaluate)
 
 

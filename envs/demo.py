@@ -14,8 +14,8 @@ def run_demo(out_dir: Path, train_steps: int = 6, robots: int = 4, adapt_steps: 
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cfg = RobotMetaConfig(inner_steps=1, robots_per_task=3)
-    trained = train("quadrotor", out_dir / "tuner.pt", train_steps, cfg, horizon=150, dt=0.02)
-    problem, tuner = load_tuner(out_dir / "tuner.pt")
+    trained = train("quadrotor", out_dir / "train", train_steps, cfg, horizon=150, dt=0.02, force=True)
+    problem, tuner = load_tuner(out_dir / "train")
     t1 = time.perf_counter()
     tasks = problem.sample_tasks(robots, seed=424242)  # robots never seen in training
     result = evaluate(problem, tuner, tasks, adapt_steps, "mujoco", out_dir)

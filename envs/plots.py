@@ -3,21 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from envs.tuning_problem import Trajectory  # noqa: E402
+from envs.tuning_problem import Trajectory
+from metatune.atomic import save_figure
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+def _save(fig: Figure, path: Path) -> Path:
+    return save_figure(fig, path)
 
 
 def plot_tracking(runs: dict[str, Trajectory], path: Path, title: str, robot: int = 0) -> Path:
@@ -26,7 +19,8 @@ def plot_tracking(runs: dict[str, Trajectory], path: Path, title: str, robot: in
     planar = first.labels[:2] == ("x", "y")
     dims = len(first.labels)
     if planar:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        fig = Figure(figsize=(11, 4.2))
+        axes = fig.subplots(1, 2)
         ref = first.reference[:, robot]
         axes[0].plot(ref[:, 0], ref[:, 1], "k--", lw=2, label="reference")
         for name, tr in runs.items():
@@ -41,7 +35,8 @@ def plot_tracking(runs: dict[str, Trajectory], path: Path, title: str, robot: in
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
     else:
-        fig, axes = plt.subplots(1, dims, figsize=(5.5 * dims, 3.8))
+        fig = Figure(figsize=(5.5 * dims, 3.8))
+        axes = fig.subplots(1, dims)
         for d, ax in enumerate(axes if dims > 1 else [axes]):
             ax.plot(first.time[:, robot], first.reference[:, robot, d], "k--", lw=2, label="reference")
             for name, tr in runs.items():
@@ -57,7 +52,8 @@ def plot_tracking(runs: dict[str, Trajectory], path: Path, title: str, robot: in
 def plot_curves(curves: dict[str, list[float]], path: Path, title: str, xlabel: str, ylabel: str,
                 log: bool = True) -> Path:
     """Cost (or any metric) over adaptation or training steps, one line per run."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for name, ys in curves.items():
         ax.plot(range(len(ys)), ys, "o-", ms=3, label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)

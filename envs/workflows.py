@@ -10,79 +10,96 @@ import torch
 from torch import Tensor
 
 import metatune as mt
-from envs.meta_tuning import RobotMetaConfig, gradient_descent, learned_step_sizes, make_tuner
+from envs.meta_tuning import RobotMetaConfig, adapt_robots, fixed_start_tuner, make_tuner
 from envs.plots import plot_curves, plot_tracking
 from envs.problems import make_problem
 from envs.tasks import RobotTask
 from envs.tuning_problem import TuningProblem
+from metatune.atomic import write_json
+from metatune.run_folder import RunFolder, checkpoint_file, run_folder_of
+
+DOMAIN, KIND = "robot", "meta_tuner"
 
 
-def write_json(data: dict, path: Path) -> Path:
-    """Write JSON atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-    return path
+TRAIN_DEFINING = ("domain", "task", "horizon", "dt", "config")  # a resume must agree on these
 
 
 def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int | None = None,
-          dt: float | None = None, progress: bool = True) -> dict[str, Any]:
-    """Meta-train a controller on sampled robots; writes the checkpoint, its settings and a training plot."""
+          dt: float | None = None, progress: bool = True, force: bool = False,
+          checkpoint_every: int = 5) -> dict[str, Any]:
+    """Meta-train a controller on sampled robots into the run folder `out` (docs/cli.md): config.json,
+    checkpoint.pt every `checkpoint_every` steps, log.jsonl appended, training.png, metrics.json.
+
+    A run folder holding the same run resumes where its checkpoint ends (and equals an uninterrupted run);
+    one holding another run is refused unless `force`.
+    """
     if steps < 1:
         raise mt.MetatuneError(f"train steps must be >= 1, got {steps}")
     problem = make_problem(task, horizon, dt)
-    out = Path(out)
-    log = out.with_suffix(".jsonl")
-    log.unlink(missing_ok=True)
-    tuner = make_tuner(problem, cfg, log_path=log)
-    history = tuner.train(steps, progress=progress)
-    tuner.save(out)
-    settings = {"task": task, "horizon": problem.horizon, "dt": problem.dt, "config": asdict(cfg)}
-    write_json(settings, out.with_suffix(".json"))
-    plot_curves({"before adaptation": [h["inner_loss_before"] for h in history],
-                 "after adaptation (query)": [h["outer_loss"] for h in history]},
-                out.with_suffix(".png"), f"{task}: meta-training", "meta-training step",
-                "sum over robots of log cost" if problem.log_loss else "cost (sum over robots)")
-    return {"task": task, "steps": steps, "first_loss": history[0]["inner_loss_before"],
-            "last_outer_loss": history[-1]["outer_loss"], "checkpoint": str(out)}
+    run = RunFolder(out)
+    config = {"domain": "robot", "verb": "train", "task": task, "horizon": problem.horizon, "dt": problem.dt,
+              "config": asdict(cfg)}
+    with run.lock():
+        resuming = run.start(config, TRAIN_DEFINING, force)
+        tuner = make_tuner(problem, cfg, log_path=run.log)
+        if resuming:
+            tuner.load(run.checkpoint, DOMAIN, KIND)
+        while tuner.step_count < steps:
+            tuner.train(min(checkpoint_every, steps - tuner.step_count), progress=progress)
+            tuner.save(run.checkpoint, DOMAIN, KIND)
+        history = training_history(run.log, tuner.step_count)
+        plot_curves({"before adaptation": [h["inner_loss_before"] for h in history],
+                     "after adaptation (query)": [h["outer_loss"] for h in history]},
+                    run / "training.png", f"{task}: meta-training", "meta-training step",
+                    "sum over robots of log cost" if problem.log_loss else "cost (sum over robots)")
+        metrics = {"task": task, "steps": tuner.step_count, "resumed": resuming,
+                   "first_loss": history[0]["inner_loss_before"], "last_outer_loss": history[-1]["outer_loss"],
+                   "checkpoint": str(run.checkpoint)}
+        write_json(run.metrics, metrics)
+    return metrics
+
+
+def training_history(log: Path, steps: int) -> list[dict]:
+    """The log's record of each step < steps (the last one written, if a killed run wrote a step twice)."""
+    by_step: dict[int, dict] = {}
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        if "step" in rec and rec["step"] < steps:
+            by_step[rec["step"]] = rec
+    return [by_step[k] for k in sorted(by_step)]
 
 
 def load_tuner(checkpoint: Path) -> tuple[TuningProblem, mt.MetaTuner]:
-    """The problem and meta-tuner a `train` run saved."""
-    checkpoint = Path(checkpoint)
-    settings_path = checkpoint.with_suffix(".json")
-    if not checkpoint.is_file():
-        raise mt.MetatuneError(f"checkpoint not found: {checkpoint}")
-    if not settings_path.is_file():
-        raise mt.MetatuneError(f"checkpoint settings not found: {settings_path} (written by 'metatune robot train')")
+    """The problem and meta-tuner of a `train` run folder (or of the checkpoint file inside it)."""
+    path = checkpoint_file(checkpoint)
+    run = RunFolder(run_folder_of(checkpoint))
+    settings = run.read_config()
+    if settings is None:
+        raise mt.MetatuneError(f"{run.config} not found: {checkpoint} is not a run folder of 'metatune robot train'")
+    if settings.get("domain") != "robot":
+        raise mt.MetatuneError(f"{run.path} is a {settings.get('domain')!r} run, not a robot one")
     try:
-        settings = json.loads(settings_path.read_text())
         problem = make_problem(settings["task"], settings["horizon"], settings["dt"])
         cfg = RobotMetaConfig(**settings["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise mt.MetatuneError(f"cannot read checkpoint settings {settings_path}: {err}") from err
+    except (KeyError, TypeError) as err:
+        raise mt.MetatuneError(f"cannot read run settings {run.config}: {err}") from None
     tuner = make_tuner(problem, cfg)
-    try:
-        tuner.load(checkpoint)
-    except (RuntimeError, KeyError) as err:
-        raise mt.MetatuneError(f"checkpoint {checkpoint} does not match its settings file: {err}") from err
+    tuner.load(path, DOMAIN, KIND)
     return problem, tuner
 
 
-def starts(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[RobotTask]) -> dict[str, tuple[Tensor, Any]]:
-    """Start parameters [B, ...] and step sizes: untuned (the engine's default step) and meta-tuned."""
-    lr = tuner.config.inner_lr if tuner is not None else RobotMetaConfig().inner_lr
-    out = {"untuned": (problem.batch_params(len(tasks)), lr)}
+def starts(problem: TuningProblem, tuner: mt.MetaTuner | None, n: int) -> dict[str, mt.MetaTuner]:
+    """Where adaptation starts: untuned (hand-set gains, the default step) and, with a tuner, meta-tuned."""
+    out = {"untuned": fixed_start_tuner(problem.batch_params(n), RobotMetaConfig().inner_lr
+                                        if tuner is None else tuner.config.inner_lr, problem)}
     if tuner is not None:
-        with torch.no_grad():
-            out["meta-tuned"] = (tuner.init(tasks).detach().clone(), learned_step_sizes(tuner))
+        out["meta-tuned"] = tuner
     return out
 
 
 def adapt(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[RobotTask], steps: int,
           out_dir: Path, backend: str = "torch", physics: str = "torch") -> dict[str, Any]:
-    """Adapt to unseen robots by adjoint gradient steps from each start; plots and JSON into out_dir.
+    """Adapt to unseen robots from each start through the engine (MetaTuner.adapt); plots and JSON into out_dir.
 
     physics: what the adaptation gradients differentiate (torch models or MuJoCo); backend: what the
     reported trajectories are simulated with.
@@ -93,9 +110,12 @@ def adapt(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[RobotT
     curves, runs, metrics = {}, {}, {"task": problem.name, "robots": [t.describe() for t in tasks],
                                      "steps": steps, "backend": backend, "physics": physics}
     simulate = problem.simulate_mujoco if backend == "mujoco" else problem.simulate
-    for name, (start, lr) in starts(problem, tuner, tasks).items():
-        params, losses = gradient_descent(problem, start, tasks, steps, lr, physics)
-        curves[name] = losses.mean(1).tolist()
+    for name, start_tuner in starts(problem, tuner, len(tasks)).items():
+        with torch.no_grad():
+            start = start_tuner.init(tasks)
+            start = (start if isinstance(start, Tensor) else start[0]).detach().clone()
+        params, costs = adapt_robots(problem, start_tuner, tasks, steps, physics)
+        curves[name] = costs.mean(1).tolist()
         before, after = simulate(start, tasks), simulate(params, tasks)
         runs[f"{name} start"] = before
         runs[f"{name} + {steps} steps"] = after
@@ -104,7 +124,7 @@ def adapt(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[RobotT
     plot_tracking(runs, out_dir / "tracking.png", f"{problem.name}: reference vs tracked ({backend}), robot 0")
     plot_curves(curves, out_dir / "adaptation.png", f"{problem.name}: cost over adaptation steps",
                 "adaptation step", "cost (mean over robots)")
-    write_json(metrics, out_dir / "metrics.json")
+    write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -119,7 +139,7 @@ def evaluate(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[Rob
             summary[name] = {"rmse_start": sum(m["rmse_start"]) / len(tasks),
                              "rmse_adapted": sum(m["rmse_adapted"]) / len(tasks)}
     metrics["summary"] = summary
-    write_json(metrics, Path(out_dir) / "metrics.json")
+    write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
 
 
@@ -128,9 +148,9 @@ def tune(task: str, out_dir: Path, train_steps: int, adapt_steps: int, robots: i
          seed: int = 12345) -> dict[str, Any]:
     """Meta-train on sampled robots, then adapt to `robots` unseen ones: what the robot scripts run."""
     out_dir = Path(out_dir)
-    trained = train(task, out_dir / "tuner.pt", train_steps, cfg, horizon, dt)
-    problem, tuner = load_tuner(out_dir / "tuner.pt")
+    trained = train(task, out_dir / "train", train_steps, cfg, horizon, dt)
+    problem, tuner = load_tuner(out_dir / "train")
     result = evaluate(problem, tuner, problem.sample_tasks(robots, seed=seed), adapt_steps, backend, out_dir)
     summary = {"task": task, "backend": backend, "train": trained, **result["summary"]}
-    write_json(summary, out_dir / "summary.json")
+    write_json(out_dir / "summary.json", summary)
     return summary

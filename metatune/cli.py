@@ -87,7 +87,10 @@ def _is_oom(err: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Parse, dispatch, and turn every foreseeable failure into `metatune: error: ...` with exit status 2."""
     try:
-        args = build_parser(_domains()).parse_args(argv)
+        try:
+            args = build_parser(_domains()).parse_args(argv)
+        except SystemExit as done:  # argparse: --help (0) or a usage error it has printed (2)
+            return done.code if isinstance(done.code, int) else EXIT_ERROR
         return int(args.func(args) or 0)
     except MetatuneError as err:
         return _error(str(err))

@@ -90,13 +90,16 @@ def add_force(p: argparse.ArgumentParser) -> None:
                    help="start afresh in a run folder that holds another run (default: resume or refuse)")
 
 
-def torch_device(name: str):
-    """The torch.device for `--device`, refused with a clear message when it is not available here."""
+def torch_device(name: str, cpu_only: str | None = None):
+    """The torch.device for `--device`, refused with a clear message when it is not available here, or when
+    the verb runs on CPU only (`cpu_only` says why)."""
     import torch
 
     from metatune.errors import MetatuneError
 
     if name.startswith("cuda"):
+        if cpu_only:
+            raise MetatuneError(f"--device {name}: {cpu_only}; use --device cpu")
         if not torch.cuda.is_available():
             raise MetatuneError(f"--device {name}: no CUDA device is available here (use --device cpu)")
         index = int(name.split(":")[1]) if ":" in name else 0

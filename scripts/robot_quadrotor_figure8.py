@@ -2,7 +2,7 @@
 
 Meta-trains on robots sampled from the task distribution (adjoint rollouts, Meta-SGD), adapts to
 unseen robots in a few adjoint steps, and writes tracking.png (reference vs tracked), adaptation.png
-(cost over adaptation steps), tuner.png (meta-training) and summary.json / metrics.json.
+(cost over adaptation steps), train/training.png (meta-training) and summary.json / metrics.json.
 
     .venv/bin/python scripts/robot_quadrotor_figure8.py --out runs/robot/quadrotor_figure8 [--backend mujoco]
 """

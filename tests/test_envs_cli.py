@@ -7,7 +7,7 @@ from metatune.cli import main
 
 
 def test_train_then_adapt_writes_plots_and_metrics(tmp_path, capsys):
-    ckpt = tmp_path / "p.pt"
+    ckpt = tmp_path / "run"
     assert main(["robot", "train", "--task", "pendulum", "--steps", "1", "--horizon", "30",
                  "--robots-per-task", "1", "--inner-steps", "1", "--out", str(ckpt)]) == 0
     out = tmp_path / "adapt"
@@ -23,8 +23,9 @@ def test_train_then_adapt_writes_plots_and_metrics(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["robot", "adapt", "--task", "quadrotor", "--param", "rotors=6"], "no physical parameter"),
     (["robot", "adapt", "--task", "quadrotor", "--param", "mass"], "key=value"),
-    (["robot", "evaluate", "--checkpoint", "/nonexistent/tuner.pt"], "checkpoint not found"),
-    (["robot", "adapt", "--task", "cartpole", "--robots", "0"], "--robots"),
+    (["robot", "evaluate", "--checkpoint", "/nonexistent/run"], "not found: /nonexistent/run"),
+    (["robot", "adapt", "--task", "cartpole", "--robots", "0"], "--robots: must be >= 1"),
+    (["robot", "train", "--task", "pendulum", "--robots-per-task", "0"], "--robots-per-task: must be >= 1"),
     (["robot", "train", "--task", "pendulum", "--method", "maml"], "first-order"),
     (["robot", "adapt", "--task", "quadrotor", "--physics", "mujoco"], "not part of the MJCF"),
 ])

@@ -18,7 +18,7 @@ def test_tuning_script_writes_tracking_and_adaptation_plots_and_metrics(name, ta
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(SCRIPTS / f"{name}.py"), run_name="__main__")
     assert done.value.code == 0
-    for png in ("tracking.png", "adaptation.png", "tuner.png"):
+    for png in ("tracking.png", "adaptation.png", "train/training.png"):
         assert (out / png).stat().st_size > 10_000
     summary = json.loads((out / "summary.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
