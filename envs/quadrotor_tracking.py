@@ -14,8 +14,6 @@ from envs.tuning_problem import Trajectory, TuningProblem
 from metatune.errors import MetatuneError
 from metatune.mujoco_loader import load_mujoco
 
-mujoco = load_mujoco()  # off-screen rendering set up, triton loaded first
-
 QUAD_TASKS = TaskDistribution(
     "quadrotor",
     ranges={"mass": (0.7, 1.5), "payload": (0.0, 0.4), "ixx": (0.007, 0.015), "iyy": (0.007, 0.015),
@@ -90,6 +88,7 @@ class QuadrotorTracking(TuningProblem):
     def _mujoco_one(self, params: Tensor, task: RobotTask) -> Tensor:  # -> states [T+1, 17]
         closed = self.robot([task])
         quad = closed.quad
+        mujoco = load_mujoco()  # on first use: importing this module loads no MuJoCo
         model = mujoco.MjModel.from_xml_string(quad.mjcf(index=0))
         data = mujoco.MjData(model)
         policy = self.controller()
