@@ -9,14 +9,17 @@ import torch
 from torch import Tensor
 
 from metatune.errors import MetatuneError
+from metatune.tree import Tensors
 
 Params = tuple[Tensor, ...]
 
 
 @dataclass
 class Adapted:
-    params: Params            # adapted parameters (same structure and shapes as the start)
-    std: Params | None        # per-parameter posterior std (uncertainty mode), else None
+    # inner_adapt returns tuples; MetaTuner.adapt gives params and std back in its init's structure (a Tensor
+    # for a Tensor init), hence Tensors
+    params: Tensors           # adapted parameters (same structure and shapes as the start)
+    std: Tensors | None       # per-parameter posterior std (uncertainty mode), else None
     frozen: Params | None     # bool masks of parameters frozen because their std collapsed
     losses: list[float]       # inner loss before each step and after the last
 
@@ -89,13 +92,13 @@ def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
             curv = tuple(e / (1 - curvature_decay ** (k + 1)) for e in ema)  # bias-corrected running mean
         if not create_graph:
             g = tuple(gi.detach() for gi in g)
-        if uncertain:
+        if prior_var is not None:  # i.e. uncertain; spelled out so that the type narrows
             scale = tuple(1.0 / (1.0 + pv * c) for pv, c in zip(prior_var, curv))  # posterior var / prior var
             frozen = tuple(f | (s.detach().sqrt() < freeze_ratio) for f, s in zip(frozen, scale))
             x = tuple(xi - lr * s * gi * (~f) for xi, lr, s, gi, f in zip(x, lrs, scale, g, frozen))
         else:
             x = tuple(xi - lr * gi for xi, lr, gi in zip(x, lrs, g))
     std = None
-    if uncertain:
+    if prior_var is not None:  # i.e. uncertain
         std = tuple((pv / (1.0 + pv * c)).detach().sqrt().expand_as(xi).clone() for pv, c, xi in zip(prior_var, curv, x))
     return Adapted(params=x, std=std, frozen=frozen if uncertain else None, losses=losses)

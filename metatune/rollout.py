@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union, cast
 
 import torch
 from torch import Tensor
@@ -17,9 +17,11 @@ from torch import Tensor
 from metatune.errors import MetatuneError
 from metatune.tree import Tensors, flatten, unflatten
 
+# The time index t is an int, except in the vectorized adjoint, where vmap over time passes a 0-d tensor.
+Time = Union[int, Tensor]
 Step = Callable[[Tensor, Tensor], Tensor]
-Policy = Callable[[Tensor, int, Tensors], Tensor]
-Cost = Callable[[Tensor, Tensor, int], Tensor]
+Policy = Callable[[Tensor, Time, Tensors], Tensor]
+Cost = Callable[[Tensor, Tensor, Time], Tensor]
 GRADS = ("adjoint", "autograd", "forward")
 # The vectorized adjoint pays while each step's operations are small (per-operation overhead dominates).
 # Measured crossover, as the numbers one step's graph saves for backward: vectorized is faster at 8.5k
@@ -39,7 +41,7 @@ class _Sim:
     def __init__(self, step: Step, policy: Policy, cost: Cost | None, horizon: int, single: bool):
         self.step, self.policy, self.cost, self.horizon, self.single = step, policy, cost, horizon, single
 
-    def transition(self, x: Tensor, t: int, params: tuple[Tensor, ...],
+    def transition(self, x: Tensor, t: Time, params: tuple[Tensor, ...],
                    with_cost: bool = True) -> tuple[Tensor, Tensor | None]:
         u = self.policy(x, t, unflatten(params, self.single))
         x_next = self.step(x, u)
@@ -76,23 +78,24 @@ class _Sim:
         """States x[0], x[every], x[2 every], ... and x[T] ([K, ..., nx]), and the summed cost [...]."""
         total = torch.zeros(x0.shape[:-1], dtype=x0.dtype, device=x0.device)
         keep = [t for t in range(1, self.horizon + 1) if t % every == 0 or t == self.horizon]
-        if torch.is_grad_enabled():  # the graph needs the states as separate tensors
-            states, write = [x0], None
-        else:  # no graph: write into one preallocated buffer (no per-state tensor objects, no stack copy)
-            states = torch.empty((len(keep) + 1, *x0.shape), dtype=x0.dtype, device=x0.device)
-            states[0] = x0
+        states: list[Tensor] = [x0]  # with a graph: the states as separate tensors, stacked at the end
+        buffer: Tensor | None = None
+        write: dict[int, int] = {}
+        if not torch.is_grad_enabled():  # no graph: one preallocated buffer (no per-state tensors, no stack copy)
+            buffer = torch.empty((len(keep) + 1, *x0.shape), dtype=x0.dtype, device=x0.device)
+            buffer[0] = x0
             write = {t: i + 1 for i, t in enumerate(keep)}
         x = x0
         for t in range(self.horizon):
             x, c = self.transition(x, t, params)
-            if write is None:
+            if buffer is None:
                 if (t + 1) % every == 0 or t + 1 == self.horizon:
                     states.append(x)
             elif t + 1 in write:
-                states[write[t + 1]] = x
+                buffer[write[t + 1]] = x
             if c is not None:
                 total = total + c
-        out = torch.stack(states) if write is None else states
+        out = torch.stack(states) if buffer is None else buffer
         self.check_finite(out, every)
         return out, total
 
@@ -143,7 +146,7 @@ class _Adjoint(torch.autograd.Function):
             stop = min(start + ctx.segment, sim.horizon)
             seg_g = g_states[start:stop] if store else None
             x_first = states[start if store else start // ctx.segment]
-            gp = None
+            gp: Sequence[Tensor | None] | None = None
             if vectorize:
                 if store:
                     xs = states[start:stop]
@@ -169,7 +172,7 @@ class _Adjoint(torch.autograd.Function):
 
 
 def _segment_sequential(sim: _Sim, x_first: Tensor, start: int, stop: int, leaves: tuple[Tensor, ...],
-                        lam: Tensor, g_cost: Tensor, seg_g: Tensor | None) -> tuple[Tensor, list]:
+                        lam: Tensor, g_cost: Tensor, seg_g: Tensor | None) -> tuple[Tensor, Sequence[Tensor | None]]:
     """Rebuild the segment's graph step by step from x_first ([..., nx]) and pull lambda back through it."""
     x_first = x_first.detach().requires_grad_()
     outs, seeds = [], []
@@ -193,7 +196,8 @@ def _segment_sequential(sim: _Sim, x_first: Tensor, start: int, stop: int, leave
 
 
 def _segment_vectorized(sim: _Sim, xs: Tensor, start: int, leaves: tuple[Tensor, ...], lam: Tensor,
-                        g_cost: Tensor, seg_g: Tensor | None, independent: bool) -> tuple[Tensor, tuple, bool]:
+                        g_cost: Tensor, seg_g: Tensor | None,
+                        independent: bool) -> tuple[Tensor, Sequence[Tensor | None], bool]:
     """The same segment backward with the per-step work batched over time.
 
     All L transitions of the segment are evaluated at once from the known states xs [L, ..., nx] (vmap over
@@ -284,7 +288,14 @@ class _Forward(torch.autograd.Function):
                 x_next, c = sim.transition(xx, t, split(th)[1:])
                 return x_next, (c if c is not None else torch.zeros(xx.shape[:-1], dtype=dtype, device=device))
 
-            (x_next, c), (s_next, dc) = vmap(lambda s, e: jvp(f, (x, theta), (s, e)), out_dims=((None, None), 0))(sens, eye)
+            # jvp's stub returns a 2- or 3-tuple (the third with has_aux); without has_aux it is (primals, tangents)
+            def pushforward(s: Tensor, e: Tensor) -> tuple[Any, Any]:
+                return cast(tuple[Any, Any], jvp(f, (x, theta), (s, e)))
+
+            # The ignore: vmap's stub types out_dims flat (int | tuple[int, ...] | None), but it takes a
+            # nested tuple matching the output's structure, here: the primal outputs are not batched
+            batched = vmap(pushforward, out_dims=((None, None), 0))  # type: ignore[arg-type]
+            (x_next, c), (s_next, dc) = batched(sens, eye)
             x, sens = x_next, s_next
             total, dtotal = total + c, dtotal + dc
             if store:

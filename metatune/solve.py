@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -13,6 +13,10 @@ from metatune.solvers import SOLVERS, make_solver
 from metatune.tree import Tensors, all_finite, flatten, unflatten
 
 HYPERGRADS = ("unroll", "truncated", "implicit", "none")
+# For the overloads: the solution has the structure of `init` (a Tensor or a tuple), and inner_loss is called
+# with the structures of init and hparams (None without hparams).
+P = TypeVar("P", Tensor, tuple[Tensor, ...])
+H = TypeVar("H", Tensor, tuple[Tensor, ...], None)
 
 
 @dataclass
@@ -22,7 +26,7 @@ class SolveInfo:
     grad_norm: float    # gradient norm at the last iteration (residual J^T r for Gauss-Newton)
 
 
-def _checked_call(fn: Callable, x: Tensors, h: Tensors, residual: bool) -> Tensor:
+def _checked_call(fn: Callable, x: Tensors, h: Tensors | None, residual: bool) -> Tensor:
     try:
         out = fn(x, h)
     except (RuntimeError, IndexError, TypeError) as err:
@@ -37,8 +41,68 @@ def _checked_call(fn: Callable, x: Tensors, h: Tensors, residual: bool) -> Tenso
     return out
 
 
+@overload
 def solve(
-    inner_loss: Callable[[Tensors, Tensors], Tensor],
+    inner_loss: Callable[[P, H], Tensor],
+    init: P,
+    hparams: H,
+    *,
+    solver: str = ...,
+    steps: int = ...,
+    lr: float | Tensor = ...,
+    tol: float = ...,
+    hypergrad: str = ...,
+    truncate: int = ...,
+    linear_solver: str = ...,
+    linear_steps: int = ...,
+    linear_tol: float = ...,
+    return_info: Literal[False] = ...,
+    **opts: Any,
+) -> P: ...
+
+
+@overload
+def solve(
+    inner_loss: Callable[[P, H], Tensor],
+    init: P,
+    hparams: H,
+    *,
+    solver: str = ...,
+    steps: int = ...,
+    lr: float | Tensor = ...,
+    tol: float = ...,
+    hypergrad: str = ...,
+    truncate: int = ...,
+    linear_solver: str = ...,
+    linear_steps: int = ...,
+    linear_tol: float = ...,
+    return_info: Literal[True],
+    **opts: Any,
+) -> tuple[P, SolveInfo]: ...
+
+
+@overload
+def solve(
+    inner_loss: Callable[[P, H], Tensor],
+    init: P,
+    hparams: H,
+    *,
+    solver: str = ...,
+    steps: int = ...,
+    lr: float | Tensor = ...,
+    tol: float = ...,
+    hypergrad: str = ...,
+    truncate: int = ...,
+    linear_solver: str = ...,
+    linear_steps: int = ...,
+    linear_tol: float = ...,
+    return_info: bool,
+    **opts: Any,
+) -> P | tuple[P, SolveInfo]: ...
+
+
+def solve(
+    inner_loss: Callable[[Any, Any], Tensor],
     init: Tensors,
     hparams: Tensors | None,
     *,

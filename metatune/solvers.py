@@ -54,7 +54,9 @@ class GradientDescent:
 class Adam:
     """Adam (Kingma and Ba) as a pure function of its moment estimates."""
 
-    def __init__(self, f: Objective, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    # lr: a float or a tensor broadcastable to each parameter, as for GradientDescent (solve passes either)
+    def __init__(self, f: Objective, lr: float | Tensor, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
         self.f, self.lr, self.betas, self.eps = f, lr, betas, eps
 
     def init(self, x: Params) -> dict:
@@ -85,7 +87,8 @@ class _LbfgsMemory:
 class LBFGS:
     """L-BFGS: two-loop recursion with a backtracking (Armijo) line search on the detached objective."""
 
-    def __init__(self, f: Objective, lr: float = 1.0, history: int = 10, max_backtracks: int = 20):
+    # lr: the initial step length, a float or a 0-d tensor (one length for all parameters)
+    def __init__(self, f: Objective, lr: float | Tensor = 1.0, history: int = 10, max_backtracks: int = 20):
         self.f, self.lr, self.history, self.max_backtracks = f, lr, history, max_backtracks
 
     def init(self, x: Params) -> dict:
@@ -110,6 +113,7 @@ class LBFGS:
         mem: _LbfgsMemory = state["mem"]
         loss, g = value_and_grad(self.f, x, create_graph)
         if mem.prev_x is not None:
+            assert mem.prev_g is not None  # prev_x and prev_g are set together, at the end of each step
             s = tuple(a - b for a, b in zip(x, mem.prev_x))
             y = tuple(a - b for a, b in zip(g, mem.prev_g))
             if float(dot(s, y).detach()) > 1e-12:  # keep the curvature pair only if it is positive
@@ -137,7 +141,8 @@ class LBFGS:
 class GaussNewton:
     """Gauss-Newton on residuals r(x): solves (J^T J + damping I) dx = -J^T r each step."""
 
-    def __init__(self, residual: Objective, lr: float = 1.0, damping: float = 1e-10):
+    # lr: a float or a 0-d tensor (it scales the flattened step)
+    def __init__(self, residual: Objective, lr: float | Tensor = 1.0, damping: float = 1e-10):
         self.residual, self.lr, self.damping = residual, lr, damping
 
     def init(self, x: Params) -> dict:
@@ -176,7 +181,7 @@ class GaussNewton:
 SOLVERS = ("gd", "adam", "lbfgs", "gauss_newton")
 
 
-def make_solver(name: str, objective: Objective, residual: Objective | None, lr: float | Tensor, opts: dict):
+def make_solver(name: str, objective: Objective, residual: Objective, lr: float | Tensor, opts: dict):
     """Build the named solver; `residual` is used by Gauss-Newton, `objective` by the others."""
     if name == "gd":
         return GradientDescent(objective, lr, **opts)

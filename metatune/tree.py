@@ -27,7 +27,10 @@ def unflatten(ts: tuple[Tensor, ...], single: bool) -> Tensors:
 
 def dot(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> Tensor:
     """Inner product of two tuples of same-shaped tensors."""
-    return sum((x * y).sum() for x, y in zip(a, b))
+    total = sum((x * y).sum() for x, y in zip(a, b))
+    # sum() returns its start 0 only for empty tuples, and the engine's tuples are never empty (flatten refuses them)
+    assert isinstance(total, Tensor)
+    return total
 
 
 def axpy(alpha: Tensor | float, x: tuple[Tensor, ...], y: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
