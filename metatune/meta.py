@@ -146,6 +146,7 @@ class MetaTuner:
         if self.config.method in ("metasgd", "uncertainty"):
             steps += list(self.log_lr)
         if self.config.method == "uncertainty":
+            assert self.log_prior_std is not None  # created together with log_lr (_ensure_meta, _load_state)
             steps += list(self.log_prior_std)
         if steps:
             lr = self.config.step_outer_lr if self.config.step_outer_lr is not None else self.config.outer_lr
@@ -156,9 +157,11 @@ class MetaTuner:
         """The inner step size of every parameter (learned for "metasgd"/"uncertainty", fixed otherwise)."""
         if self.log_lr is None:
             raise MetatuneError("step sizes exist after the first adapt/train call for an nn.Module init")
+        assert self._single is not None  # known once log_lr exists: both come from the init's first output
         return unflatten(tuple(lr.detach().expand_as(p) for lr, p in zip(self._lrs(), self.log_lr)), self._single)
 
     def _lrs(self) -> tuple[Tensor, ...]:
+        assert self.log_lr is not None  # callers come after _ensure_meta (step_sizes checks, _adapt calls _start)
         if self.config.method in ("metasgd", "uncertainty"):
             return tuple(torch.exp(p) for p in self.log_lr)
         return tuple(torch.full((), self.config.inner_lr, dtype=p.dtype, device=p.device) for p in self.log_lr)
@@ -170,8 +173,10 @@ class MetaTuner:
         inner = inner_loss or self.inner_loss
 
         def loss(x: tuple[Tensor, ...]) -> Tensor:
+            assert self._single is not None  # set by _start from the init's first output
             return inner(unflatten(x, self._single), task)
 
+        assert self.log_prior_std is not None  # _start -> _ensure_meta created it
         prior_var = tuple(torch.exp(2 * p) for p in self.log_prior_std) if uncertain else None
         return inner_adapt(loss, start, steps, self._lrs(), create_graph=create_graph, prior_var=prior_var,
                            freeze_ratio=self.config.freeze_ratio, probes=self.config.probes,
@@ -187,12 +192,15 @@ class MetaTuner:
         cfg, history = self.config, []
         for _ in tqdm(range(steps), desc=f"meta-train ({cfg.method})", disable=not progress):
             tasks = list(sampler(cfg.meta_batch))
-            outer, pre, post = 0.0, 0.0, 0.0
+            outer: Tensor | float = 0.0
+            pre, post = 0.0, 0.0
             for task in tasks:
                 res = self._adapt(task, cfg.inner_steps, create_graph=not cfg.is_first_order)
+                assert isinstance(res.params, tuple) and self._single is not None  # as _adapt returns them
                 outer = outer + self.outer_loss(unflatten(res.params, self._single), task)
                 pre, post = pre + res.losses[0], post + res.losses[-1]
             outer = outer / len(tasks)
+            assert isinstance(outer, Tensor)  # a sum of outer losses over the (non-empty) batch
             if not bool(torch.isfinite(outer)):
                 raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
                                     "lower outer_lr or inner_lr")
@@ -232,8 +240,10 @@ class MetaTuner:
         """
         res = self._adapt(task, self.config.inner_steps if steps is None else steps, create_graph=False,
                           inner_loss=inner_loss)
+        assert self._single is not None  # set by _start in _adapt
         res.params = unflatten(tuple(p.detach() for p in res.params), self._single)
         if res.std is not None:
+            assert isinstance(res.std, tuple)  # inner_adapt's tuple, not yet unflattened
             res.std = unflatten(res.std, self._single)
         return res
 
