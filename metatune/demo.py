@@ -2,15 +2,16 @@
 ridge penalty tuned by implicit hypergradients, each written as a PNG and JSON."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from metatune.atomic import save_figure, write_json
 from metatune.meta import MetaConfig, MetaTuner
 from metatune.solve import solve
+from metatune.tree import Tensors
 
 Params = tuple[Tensor, ...]
 
@@ -22,7 +23,9 @@ def _mlp_init(gen: torch.Generator, hidden: int = 40) -> Params:
     return (*layer(1, hidden), *layer(hidden, hidden), *layer(hidden, 1))
 
 
-def mlp(params: Params, x: Tensor) -> Tensor:  # x: [N, 1] -> [N, 1]
+def mlp(params: Tensors, x: Tensor) -> Tensor:  # x: [N, 1] -> [N, 1]
+    # MetaTuner hands parameters back in its init's structure, here the tuple _mlp_init builds
+    assert isinstance(params, tuple), "the sine MLP's parameters are a tuple of six tensors"
     w1, b1, w2, b2, w3, b3 = params
     return torch.relu(torch.relu(x @ w1 + b1) @ w2 + b2) @ w3 + b3
 
@@ -39,7 +42,7 @@ class SineTask:
         return self.amp * torch.sin(x + self.phase)
 
 
-def _mse(params: Params, x: Tensor, y: Tensor) -> Tensor:
+def _mse(params: Tensors, x: Tensor, y: Tensor) -> Tensor:
     return ((mlp(params, x) - y) ** 2).mean()
 
 
@@ -58,11 +61,10 @@ def sine_meta_learning(out: Path, steps: int = 600) -> dict:
     after = tuner.evaluate(unseen, steps=3)
     tuner.save(out / "sine_metasgd.pt")
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no global backend
 
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    fig = Figure(figsize=(17, 3.6))
+    axes = fig.subplots(1, 4)
     grid = torch.linspace(-5, 5, 200).unsqueeze(1)
     for ax, task in zip(axes[:3], unseen[:3]):
         ax.plot(grid, task.f(grid), "k-", lw=2, label="true")
@@ -79,8 +81,7 @@ def sine_meta_learning(out: Path, steps: int = 600) -> dict:
     axes[3].set_ylabel("support MSE (50 unseen tasks)")
     axes[3].legend(fontsize=7)
     fig.tight_layout()
-    _save_fig(fig, out / "sine_few_shot.png")
-    plt.close(fig)
+    save_figure(fig, out / "sine_few_shot.png")
     return {"query_mse_untrained": before["outer_loss"], "query_mse_metasgd": after["outer_loss"],
             "support_mse_by_step_untrained": before["inner_loss_by_step"],
             "support_mse_by_step_metasgd": after["inner_loss_by_step"], "meta_steps": steps}
@@ -117,11 +118,10 @@ def ridge_hyperparameter_tuning(out: Path, iters: int = 60) -> dict:
         curve = torch.stack([val_loss(g, "none") for g in grid])
     best = int(curve.argmin())
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(grid, curve, "k-", label="validation MSE (grid)")
     ax.plot([t[0] for t in trace], [t[1] for t in trace], "C0.-", label="hypergradient descent")
     ax.axvline(float(grid[best]), color="gray", ls=":", label="grid optimum")
@@ -129,25 +129,16 @@ def ridge_hyperparameter_tuning(out: Path, iters: int = 60) -> dict:
     ax.set_ylabel("validation MSE")
     ax.legend()
     fig.tight_layout()
-    _save_fig(fig, out / "ridge_hypergradient.png")
-    plt.close(fig)
+    save_figure(fig, out / "ridge_hypergradient.png")
     return {"log_lambda_found": trace[-1][0], "val_mse_found": trace[-1][1],
             "log_lambda_grid_best": float(grid[best]), "val_mse_grid_best": float(curve[best]),
             "val_mse_start": trace[0][1]}
 
 
-def _save_fig(fig, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
-
-
 def engine_demo(out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = {"sine_few_shot": sine_meta_learning(out), "ridge_hypergradient": ridge_hyperparameter_tuning(out)}
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out / "metrics.json")
+    write_json(out / "metrics.json", result)
     return {"query_mse_untrained": round(result["sine_few_shot"]["query_mse_untrained"], 4),
             "query_mse_metasgd": round(result["sine_few_shot"]["query_mse_metasgd"], 4),
             "ridge_log_lambda": round(result["ridge_hypergradient"]["log_lambda_found"], 3),
