@@ -4,8 +4,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from metatune.errors import MetatuneError
+
+# How far a camera-to-world rotation may be from orthonormal (max |R^T R - I|) and its bottom row from
+# [0 0 0 1]. Poses stored as float32 are off by ~1e-7 and poses printed with 4 decimals by ~1e-4; a scale
+# or shear of 0.1% (2e-3) already misplaces every ray, and is refused.
+RIGID_TOL = 1e-3
 
 # OpenGL camera axes (x right, y up, looking down -z) to OpenCV axes (x right, y down, looking down +z).
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
@@ -25,6 +33,7 @@ class Camera:
     @classmethod
     def from_fov(cls, c2w: Tensor, camera_angle_x: float, width: int, height: int) -> "Camera":
         """A camera with the horizontal field of view of NeRF's `camera_angle_x` (radians)."""
+        check_fov(camera_angle_x)
         f = 0.5 * width / math.tan(0.5 * camera_angle_x)
         return cls(c2w=c2w.float(), fx=f, fy=f, cx=width / 2, cy=height / 2, width=width, height=height)
 
@@ -43,6 +52,36 @@ class Camera:
         """The same camera rendering at another resolution."""
         sx, sy = width / self.width, height / self.height
         return Camera(self.c2w, self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+
+
+def check_fov(camera_angle_x: float, where: str = "camera") -> None:
+    """A horizontal field of view (radians) must be finite and in (0, pi)."""
+    if not (math.isfinite(camera_angle_x) and 0 < camera_angle_x < math.pi):
+        raise MetatuneError(f"{where}: camera_angle_x {camera_angle_x} is not a field of view in (0, pi) radians")
+
+
+def check_rigid(c2w: np.ndarray, where: str = "camera") -> None:
+    """A camera-to-world matrix must be 4x4, finite and rigid: rotation orthonormal with determinant +1 and
+    bottom row [0 0 0 1], each to RIGID_TOL."""
+    m = np.asarray(c2w, dtype=np.float64)
+    if m.shape != (4, 4):
+        raise MetatuneError(f"{where}: transform_matrix has shape {list(m.shape)}, not 4x4")
+    if not np.isfinite(m).all():
+        raise MetatuneError(f"{where}: transform_matrix has non-finite entries (NaN or infinity)")
+    rot = m[:3, :3]
+    ortho = float(np.abs(rot.T @ rot - np.eye(3)).max())
+    if ortho > RIGID_TOL:
+        raise MetatuneError(f"{where}: transform_matrix is not rigid: its rotation is off orthonormal by {ortho:.3g} "
+                            f"(max |R^T R - I|; allowed {RIGID_TOL:g}); a singular, scaled or sheared camera "
+                            "has no pose")
+    det = float(np.linalg.det(rot))
+    if det < 0:
+        raise MetatuneError(f"{where}: transform_matrix's rotation has determinant {det:.3g}, a reflection; "
+                            "a camera pose needs +1")
+    bottom = float(np.abs(m[3] - [0.0, 0.0, 0.0, 1.0]).max())
+    if bottom > RIGID_TOL:
+        raise MetatuneError(f"{where}: transform_matrix's bottom row is {m[3].tolist()}, not [0, 0, 0, 1] "
+                            f"(to {RIGID_TOL:g})")
 
 
 def look_at(eye: Tensor,  # [3]
