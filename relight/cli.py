@@ -44,12 +44,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    from relight.evaluation import _write_json, adapt
+    from relight.evaluation import _write_json, adapt, prediction_paths
     from relight.scene import save_image
     res = adapt(args.checkpoint, args.scene, args.light_index, args.views, args.steps)
     out: Path = args.out
-    for pred, f in zip(res.predictions, res.query):
-        save_image(out / Path(f.file_path).with_suffix(".png"), pred)
+    for pred, path in zip(res.predictions, prediction_paths(out, res.query)):  # all checked before writing
+        save_image(path, pred)
     tmp = out / "light_params.pt.tmp"
     torch.save({"light": list(res.query[0].light.position), "params": list(res.params)}, tmp)
     tmp.replace(out / "light_params.pt")

@@ -7,19 +7,23 @@ from pathlib import Path
 
 import torch
 
-from metatune import MetatuneError
+from metatune.atomic import write_text
+from metatune.errors import MetatuneError
 from relight.light_prior import LightPrior
 from relight.metrics import psnr, ssim
-from relight.scene import Frame, group_by_light, load_scene, save_image
+from relight.scene import Frame, group_by_light, load_scene, output_image_path, save_image
 from relight.tasks import LightTask
 from relight.training import TUNER, load_checkpoint, make_tuner, render
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    # not atomic.write_json, which refuses infinities: a frame rendered exactly has PSNR inf
+    write_text(path, json.dumps(data, indent=2))
+
+
+def prediction_paths(folder: Path, frames: list[Frame]) -> list[Path]:
+    """Where each frame's prediction goes under `folder`; all checked (inside `folder`) before any is written."""
+    return [output_image_path(folder, f.file_path, f"file_path of frame {f.file_path!r}") for f in frames]
 
 
 def frame_metrics(pred: torch.Tensor, frame: Frame) -> dict:
@@ -38,13 +42,14 @@ def evaluate(run: Path, scene_dir: Path, out: Path | None = None, images: Path |
     """PSNR and SSIM of every frame of a split (test: unseen lights) rendered without adaptation."""
     cfg, module, _ = load_checkpoint(run)
     scene = load_scene(scene_dir, split, cfg.resolution)
+    targets = prediction_paths(images, scene.frames) if images is not None else None
     per_frame = []
     with torch.no_grad():
-        for f in scene.frames:
+        for i, f in enumerate(scene.frames):
             pred = render(module, f).clamp(0, 1)
             per_frame.append(frame_metrics(pred, f))
-            if images is not None:
-                save_image(images / (Path(f.file_path).with_suffix(".png")), pred)
+            if targets is not None:
+                save_image(targets[i], pred)
     result = {"method": cfg.method, "scene": str(scene_dir), "split": split, **_summary(per_frame),
               "per_frame": per_frame}
     if out is not None:
