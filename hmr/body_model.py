@@ -9,6 +9,7 @@ import pickle
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import smplx
@@ -128,7 +129,7 @@ def load_smplx(path: str | Path | None = None, num_betas: int = 10) -> nn.Module
     kind = model_kind(data)
     struct = Struct(**data)
     cls = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}[kind]
-    kwargs = {"use_pca": False, "flat_hand_mean": True} if kind != "smpl" else {}
+    kwargs: dict[str, Any] = {"use_pca": False, "flat_hand_mean": True} if kind != "smpl" else {}
     try:
         with contextlib.redirect_stdout(io.StringIO()), tempfile.TemporaryDirectory() as tmp:
             # smplx prints a warning for 10-beta models. SMPLX reads its file itself (no data_struct), so it
@@ -137,9 +138,10 @@ def load_smplx(path: str | Path | None = None, num_betas: int = 10) -> nn.Module
                 plain = Path(tmp) / "SMPLX_NEUTRAL.npz"
                 # object fields (SMPL-X's joint2num, part2num) are left out: smplx reads this file with
                 # allow_pickle=True and uses neither
-                np.savez(plain, **{k: np.asarray(v.todense()) if hasattr(v, "todense") else v
-                                   for k, v in data.items()
-                                   if not (isinstance(v, np.ndarray) and v.dtype.hasobject)})
+                arrays: dict[str, Any] = {k: np.asarray(v.todense()) if hasattr(v, "todense") else v
+                                          for k, v in data.items()
+                                          if not (isinstance(v, np.ndarray) and v.dtype.hasobject)}
+                np.savez(plain, **arrays)
                 kwargs.update(model_path=str(plain), ext="npz")
             else:
                 kwargs.update(model_path=str(path), data_struct=struct)
@@ -165,6 +167,16 @@ class BodyModel(nn.Module):
     (hands flat), jaw and eyes: the first 63 values pose them, SMPL's two hand joints (the last 6) are not
     used, and the root of each middle finger takes the hand joint's place among the 24.
     """
+
+    # buffers registered in __init__ (declared so that type checkers see Tensors, not Tensor | Module)
+    smpl_joints: Tensor
+    j_template: Tensor
+    j_shapedirs: Tensor
+    l_template: Tensor
+    l_shapedirs: Tensor
+    l_posedirs: Tensor
+    l_weights: Tensor
+    lmk: Tensor
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

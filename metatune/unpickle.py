@@ -8,7 +8,6 @@ names that Python 2 and 3, numpy 1 and 2 and old and new scipy write; every othe
 """
 from __future__ import annotations
 
-import copyreg
 import io
 import os
 import pickle
@@ -80,7 +79,7 @@ def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     if not (isinstance(cls, type) and issubclass(cls, _safe_classes())) or base is not object:
         raise MetatuneError(f"refusing copyreg._reconstructor({cls!r}, {base!r}): only sparse matrices and "
                             "chumpy stand-ins on the object base are allowed")
-    return copyreg._reconstructor(cls, base, state)
+    return object.__new__(cls)  # what copyreg._reconstructor does for the object base (state is unused)
 
 
 def _allowlist() -> dict[tuple[str, str], Any]:
