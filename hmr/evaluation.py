@@ -1,24 +1,20 @@
 """Held-out evaluation: the meta-learned fit against the SMPLify-style baseline, side by side."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
-import matplotlib
 import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from hmr.body_model import BodyModel  # noqa: E402
-from hmr.joint_uncertainty import joint_std_mm, root_relative_joints  # noqa: E402
-from hmr.meta_fit import MetaFitter  # noqa: E402
-from hmr.metrics import coverage, mpjpe, pa_mpjpe, pve, spearman  # noqa: E402
-from hmr.objective import global_rotation, laplace_std, unpack  # noqa: E402
-from hmr.smplify import SmplifyConfig, smplify  # noqa: E402
-from hmr.synthetic import People, make_split, mean_start, people_problem  # noqa: E402
+from hmr.body_model import BodyModel
+from hmr.joint_uncertainty import joint_std_mm, root_relative_joints
+from hmr.meta_fit import MetaFitter
+from hmr.metrics import coverage, mpjpe, pa_mpjpe, pve, spearman
+from hmr.objective import global_rotation, laplace_std, unpack
+from hmr.smplify import SmplifyConfig, smplify
+from hmr.synthetic import People, make_split, mean_start, people_problem
+from metatune.atomic import save_figure, write_json
 
 
 def _untranslated(body: BodyModel, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +94,8 @@ def evaluate_methods(checkpoint: str | Path, people: int = 64, model: str | Path
 def write_report(report: dict, out_dir: Path) -> None:
     """metrics.json and uncertainty.png (predicted std against actual error per joint)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, name in zip(axes, ("meta_fit", "smplify")):
         std, err = report["scatter"][name]
         ax.scatter(std.numpy(), err.numpy(), s=3, alpha=0.4)
@@ -110,10 +107,5 @@ def write_report(report: dict, out_dir: Path) -> None:
                xlabel="predicted per-axis std (mm)", ylabel="actual joint error (mm)")
         ax.legend()
     fig.tight_layout()
-    tmp = out_dir / f".uncertainty.{os.getpid()}.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(out_dir / "uncertainty.png")
-    tmp = out_dir / f".metrics.{os.getpid()}.json"
-    tmp.write_text(json.dumps({k: v for k, v in report.items() if k != "scatter"}, indent=2))
-    tmp.replace(out_dir / "metrics.json")
+    save_figure(fig, out_dir / "uncertainty.png", dpi=90)
+    write_json(out_dir / "metrics.json", {k: v for k, v in report.items() if k != "scatter"})

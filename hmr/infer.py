@@ -44,14 +44,14 @@ def read_image(path: str | Path) -> np.ndarray:  # [H, W, 3] uint8 RGB
 
 
 def fit_people(body: BodyModel, prob: FitProblem, fmt: str, checkpoint: str | Path | None = None,
-               smplify_cfg: SmplifyConfig | None = None) -> PeopleFit:
+               smplify_cfg: SmplifyConfig | None = None, steps: int | None = None) -> PeopleFit:
     """The meta-learned fit when a checkpoint is given (BODY_25), else SMPLify-style with a Laplace std."""
     weights = FitWeights()
     if checkpoint is not None:
         if fmt != "body25":
             raise MetatuneError("the meta-learned checkpoint takes BODY_25 keypoints; fit COCO-17 without --checkpoint")
         fitter = MetaFitter.load(body, checkpoint)
-        res = fitter.fit(prob)
+        res = fitter.fit(prob, steps)
         params, std, jstd, method = res.params, res.param_std, res.joint_std_mm, "meta"
         weights = fitter.weights
     else:
@@ -81,8 +81,9 @@ def _person_json(body: BodyModel, fit: PeopleFit, i: int, joints: torch.Tensor, 
 
 def infer(image: str | Path, keypoints: str | Path, out_dir: str | Path, model: str | Path | None = None,
           checkpoint: str | Path | None = None, render_px: int = 160,
-          smplify_cfg: SmplifyConfig | None = None) -> dict:
-    """Fit every person with enough confident keypoints; write person_<i>.obj, overlay.png, result.json."""
+          smplify_cfg: SmplifyConfig | None = None, steps: int | None = None) -> dict:
+    """Fit every person with enough confident keypoints; write person_<i>.obj, overlay.png, result.json.
+    steps: adaptation steps of the meta-learned fit (default: the checkpoint's)."""
     img = read_image(image)
     h, w = img.shape[:2]
     kp: Keypoints = read_keypoints(keypoints)
@@ -90,7 +91,7 @@ def infer(image: str | Path, keypoints: str | Path, out_dir: str | Path, model: 
     body = BodyModel.load(model)
     prob = fit_problem(body, kp.xy, kp.conf, kp.joint_map, torch.full((len(kept),), float(w)),
                        torch.full((len(kept),), float(h)))
-    fit = fit_people(body, prob, kp.fmt, checkpoint, smplify_cfg)
+    fit = fit_people(body, prob, kp.fmt, checkpoint, smplify_cfg, steps)
     orient, pose, betas, transl = unpack(fit.params)
     with torch.no_grad():
         verts, _ = body(betas, global_rotation(orient), pose)

@@ -3,8 +3,6 @@ per-parameter step sizes and prior variances learned by simulating the fit durin
 steps are scaled by each parameter's (Laplace) variance and converged parameters are frozen."""
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -19,6 +17,8 @@ from hmr.metrics import calibration_scale, procrustes_align
 from hmr.objective import PARAM_DIM, FitProblem, FitWeights, fit_loss, hessian_diagonal
 from hmr.regressor import KeypointRegressor
 from hmr.synthetic import People, SyntheticConfig, make_people, people_problem
+from metatune import checkpoint as mt_checkpoint
+from metatune.run_folder import checkpoint_file
 
 Task = tuple[FitProblem, Tensor]  # keypoint problem, true root-relative joints [B, 24, 3] (train only)
 
@@ -80,8 +80,9 @@ class MetaFitter:
         """scale: the fit's diagonal preconditioner [85]; None measures it on reference training people."""
         self.body, self.cfg = body, config or MetaFitConfig()
         self.weights, self.data = weights or FitWeights(), data or SyntheticConfig()
-        torch.manual_seed(self.cfg.seed)
-        self.regressor = KeypointRegressor(body, hidden=self.cfg.hidden)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights; the global RNG is left as it was
+            torch.manual_seed(self.cfg.seed)
+            self.regressor = KeypointRegressor(body, hidden=self.cfg.hidden)
         # Run the fit in units where the objective's curvature is about 1 for every parameter, so one
         # initial step size suits orientation, pose, shape and translation alike.
         if scale is None:
@@ -179,31 +180,26 @@ class MetaFitter:
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Checkpoint (MetaTuner's) plus a JSON sidecar with the configuration and calibration."""
-        path = Path(path)
-        self.tuner.save(path)
+        """One headed checkpoint (hmr/meta_fit): the tuner's state plus the configuration and calibration."""
         meta = {"config": asdict(self.cfg), "weights": asdict(self.weights), "calibration": self.calibration}
-        tmp = path.with_name(path.name + f".json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(sidecar(path))
+        mt_checkpoint.save(path, {"tuner": self.tuner.state_dict(), "fit": meta}, "hmr", KIND)
 
     @classmethod
     def load(cls, body: BodyModel, path: str | Path) -> "MetaFitter":
-        path = Path(path)
-        if not path.is_file() or not sidecar(path).is_file():
-            raise mt.MetatuneError(f"checkpoint not found: {path} (with {sidecar(path).name})")
+        """A fitter from `save`'s checkpoint (a run folder of `hmr train` or its checkpoint.pt)."""
+        path = checkpoint_file(path)
+        state = mt_checkpoint.load(path, "hmr", KIND)
         try:
-            meta = json.loads(sidecar(path).read_text())
+            meta = state["fit"]
             known = {f.name for f in fields(MetaFitConfig)}
             cfg = MetaFitConfig(**{k: v for k, v in meta["config"].items() if k in known})
             weights = FitWeights(**meta["weights"])
-        except (KeyError, TypeError, json.JSONDecodeError) as err:
-            raise mt.MetatuneError(f"checkpoint sidecar {sidecar(path)} is malformed: {err}") from None
+        except (KeyError, TypeError) as err:
+            raise mt.MetatuneError(f"checkpoint {path} holds no meta-fit settings: {err}") from None
         fitter = cls(body, cfg, weights, scale=torch.ones(PARAM_DIM))   # the checkpoint holds the scale
-        fitter.tuner.load(path)
+        fitter.tuner.load_state_dict(state["tuner"], str(path))
         fitter.calibration = float(meta["calibration"])
         return fitter
 
 
-def sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
+KIND = "meta_fit"

@@ -1,18 +1,17 @@
 """Training curves of the meta-learned fit as a PNG."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from metatune.atomic import save_figure
 
 
 def plot_training(pretrain: list[float], meta: list[dict], path: Path) -> None:
     """Regressor pretraining loss and meta-training outer / inner losses, written atomically."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     axes[0].plot(pretrain, lw=0.8)
     axes[0].set(title="regressor pretraining", xlabel="step", ylabel="joint error (cm^2)", yscale="log")
     if meta:
@@ -25,8 +24,4 @@ def plot_training(pretrain: list[float], meta: list[dict], path: Path) -> None:
     axes[1].set(title="meta-training", xlabel="step")
     axes[1].legend(loc="upper left", fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=90)

@@ -2,8 +2,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from metatune.cli import _domains, main
 
 
@@ -11,9 +9,7 @@ def test_all_domains_register_with_the_three_verbs(capsys):
     domains = _domains()
     assert set(domains) == {"robot", "hmr", "relight"}
     for name in domains:
-        with pytest.raises(SystemExit) as exit_info:
-            main([name, "--help"])
-        assert exit_info.value.code == 0
+        assert main([name, "--help"]) == 0
         text = capsys.readouterr().out
         for verb in ("train", "adapt", "evaluate"):
             assert verb in text, (name, verb)
@@ -21,7 +17,7 @@ def test_all_domains_register_with_the_three_verbs(capsys):
 
 def test_unknown_demo_part_is_a_clear_error(capsys, tmp_path):
     assert main(["demo", "--only", "nonsense", "--out", str(tmp_path / "demo")]) == 2
-    assert "unknown demo part(s) ['nonsense']" in capsys.readouterr().err
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
 
 

@@ -1,7 +1,6 @@
 """Controller meta-tuning with the engine, on batched robots with adjoint rollouts."""
-import torch
-
 import pytest
+import torch
 
 import metatune as mt
 from envs.meta_tuning import RobotMetaConfig, adapt_robots, fixed_start_tuner, learned_step_sizes, make_tuner

@@ -79,7 +79,7 @@ def test_adapt_fits_coco17_annotations(scene, tmp_path):
     out = tmp_path / "coco_fit.json"
     assert main(["hmr", "adapt", "--keypoints", str(tmp_path / "coco.json"), "--width", str(int(person.width[0])),
                  "--height", str(int(person.height[0])), "--out", str(out)]) == 0
-    fit = json.loads(out.read_text())["people"][0]
+    fit = json.loads((out / "result.json").read_text())["people"][0]
     again = project(posed_joints(body, torch.tensor([fit["params"]]))[:, COCO17_TO_SMPLX], person.focal,
                     torch.stack([person.width, person.height], 1) / 2)[0]
     assert (again - uv).norm(dim=-1).median() < 0.03 * float(person.height[0])
@@ -87,16 +87,19 @@ def test_adapt_fits_coco17_annotations(scene, tmp_path):
 
 def test_train_evaluate_and_infer_with_a_checkpoint(scene, tmp_path):
     d, _, _ = scene
-    ckpt = tmp_path / "meta.pt"
-    assert main(["hmr", "train", "--out", str(ckpt), "--pretrain-steps", "5", "--meta-steps", "1",
-                 "--inner-steps", "2", "--people", "4", "--calibration-people", "4", "--train-pool", "64"]) == 0
-    assert ckpt.is_file() and (tmp_path / "meta.pt.json").is_file() and (tmp_path / "meta.pt.png").is_file()
+    ckpt = tmp_path / "run"
+    train = ["hmr", "train", "--out", str(ckpt), "--pretrain-steps", "5", "--steps", "1",
+             "--inner-steps", "2", "--people", "4", "--calibration-people", "4", "--train-pool", "64"]
+    assert main(train) == 0
+    assert {"checkpoint.pt", "config.json", "log.jsonl", "training.png", "metrics.json"} <= {
+        p.name for p in ckpt.iterdir()}
+    assert main(train) == 2  # a trained run is never overwritten without --force
     assert main(["hmr", "evaluate", "--checkpoint", str(ckpt), "--people", "3", "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["summary"]
     assert metrics["meta_fit"]["iterations"] == 2 and metrics["smplify"]["iterations"] == 200
     assert main(["hmr", "adapt", "--keypoints", str(d / "kp.json"), "--width", "200", "--height", "300",
-                 "--checkpoint", str(ckpt), "--out", str(tmp_path / "a.json")]) == 0
-    assert json.loads((tmp_path / "a.json").read_text())["method"] == "meta"
+                 "--checkpoint", str(ckpt), "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "result.json").read_text())["method"] == "meta"
 
 
 def _expect_error(capsys, argv, match, out):
@@ -110,7 +113,7 @@ def test_bad_inputs_fail_clearly_without_output(scene, tmp_path, capsys):
     out = tmp_path / "never"
     img, kp = str(d / "person.png"), str(d / "kp.json")
     _expect_error(capsys, ["hmr", "infer", str(d / "nope.png"), "--keypoints", kp, "--out", str(out)],
-                  "image not found", out)
+                  "file not found", out)
     (tmp_path / "bad.png").write_bytes(b"not an image")
     _expect_error(capsys, ["hmr", "infer", str(tmp_path / "bad.png"), "--keypoints", kp, "--out", str(out)],
                   "cannot read image", out)
@@ -129,4 +132,4 @@ def test_bad_inputs_fail_clearly_without_output(scene, tmp_path, capsys):
     _expect_error(capsys, ["hmr", "infer", img, "--keypoints", kp, "--model", str(tmp_path / "model.pkl"),
                            "--out", str(out)], "cannot read body model", out)
     _expect_error(capsys, ["hmr", "evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(out)],
-                  "checkpoint not found", out)
+                  "--checkpoint: not found", out)
