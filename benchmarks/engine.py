@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import metatune as mt  # noqa: E402
+from metatune.atomic import write_text  # noqa: E402
 
 RANK = 20
 PARAM_SWEEP_HORIZON = 200
@@ -424,10 +425,7 @@ def main() -> None:
     result = {"hypergradient": hyper, "rollout": roll, "summary": summarize(hyper, roll, big_batch),
               "torch": torch.__version__, "threads": torch.get_num_threads()}
     print("\nsummary:", json.dumps(result["summary"], indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
+    write_text(args.out, json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 
 

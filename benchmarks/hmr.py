@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -22,6 +21,7 @@ from hmr.body_model import BodyModel  # noqa: E402
 from hmr.evaluation import evaluate_fits  # noqa: E402
 from hmr.meta_fit import MetaFitConfig, MetaFitter  # noqa: E402
 from hmr.synthetic import make_split  # noqa: E402
+from metatune.atomic import write_text  # noqa: E402
 
 TARGETS = {"pa_mpjpe_ratio_max": 0.8, "iteration_ratio_min": 10, "ms_per_person_max": 50,
            "spearman_min": 0.6, "coverage90": (0.85, 0.95)}
@@ -72,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
               "train_seconds": train_s, "calibration": calibration, "results": res, "targets": TARGETS,
               "threads": args.threads}
     for path in [Path(__file__).parent / "results" / "hmr.json"] + ([args.out] if args.out else []):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(report, indent=2))
-        tmp.replace(path)
+        write_text(path, json.dumps(report, indent=2))
     return 0
 
 

@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from metatune.atomic import write_text  # noqa: E402
 from relight.camera import Camera, look_at  # noqa: E402
 from relight.evaluation import adapt, evaluate  # noqa: E402
 from relight.generate import generate_scene  # noqa: E402
@@ -189,9 +190,7 @@ def main() -> int:
     saved = RESULTS / "relight.json"
     text = json.dumps(merge_results(json.loads(saved.read_text()) if saved.is_file() else {}, result), indent=2)
     for path in [saved] + ([args.out] if args.out else []):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text(path, text)
     return 0
 
 

@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from envs.meta_tuning import RobotMetaConfig, gradient_descent, learned_step_sizes, make_tuner
+from envs.meta_tuning import RobotMetaConfig, adapt_robots, fixed_start_tuner, learned_step_sizes, make_tuner
 from envs.quadrotor_tracking import QuadrotorTracking
 from envs.workflows import evaluate
+from metatune.atomic import write_text
 
 MODES = ("adjoint", "autograd", "forward")
 
@@ -226,7 +227,8 @@ def adaptation_benchmark(problem: QuadrotorTracking, tuner, robots: int, opt_ste
             "untuned_learned_steps": (hand, learned)}
     # all three runs as one batch of 3B robots (one rollout per step), each with its own step sizes
     lrs = torch.cat([torch.as_tensor(lr, dtype=hand.dtype).expand_as(hand) for _, lr in runs.values()])
-    _, curves = gradient_descent(problem, torch.cat([s for s, _ in runs.values()]), tasks * len(runs), max_steps, lrs)
+    start = torch.cat([s for s, _ in runs.values()])
+    _, curves = adapt_robots(problem, fixed_start_tuner(start, lrs, problem), tasks * len(runs), max_steps)
     curves = dict(zip(runs, curves.split(robots, dim=1)))  # name -> [max_steps+1, B]
     stiff = hand + 0.7  # every gain x2: a third, independent start for the optimum
     optima = own_optimum(problem, tasks, {"hand_set": hand, "meta_start": meta_start, "stiff": stiff}, opt_steps)
@@ -321,10 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             merged.update(results)
             if rows:  # gradient rows are kept per (horizon, gains): a later run replaces only the rows it measured
                 merged["gradients"] = sorted(rows.values(), key=lambda r: (r["horizon"], r["gains"]))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(merged, indent=2))
-            tmp.replace(path)
+            write_text(path, json.dumps(merged, indent=2))
     return 0
 
 

@@ -7,8 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from metatune.errors import MetatuneError
-from metatune.verb_args import (add_checkpoint, add_force, add_out, add_seed_device, nonnegative_int, positive_float,
-                                positive_int)
+from metatune.verb_args import (
+    add_checkpoint,
+    add_force,
+    add_out,
+    add_seed_device,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 
 VERBS = ("train", "adapt", "evaluate")
 CPU_ONLY = "the robot domain runs on CPU (MuJoCo steps and small batched rigid-body models)"

@@ -1,10 +1,6 @@
 """Image + keypoints -> per-person meshes (.obj), an overlay (.png) and result.json, written atomically."""
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +17,8 @@ from hmr.objective import FitProblem, FitWeights, fit_loss, global_rotation, lap
 from hmr.overlay import overlay
 from hmr.smplify import SmplifyConfig, smplify
 from hmr.synthetic import fit_problem
-from metatune import MetatuneError
+from metatune.atomic import staged_folder, write_json
+from metatune.errors import MetatuneError
 
 
 @dataclass
@@ -105,18 +102,11 @@ def infer(image: str | Path, keypoints: str | Path, out_dir: str | Path, model: 
               "camera": {"focal": float(prob.focal[0]), "centre": prob.centre[0].tolist(), "width": w, "height": h},
               "people": [_person_json(body, fit, i, joints, kept[i]) for i in range(len(kept))]}
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(Path(out_dir), stale=("person_*.obj",)) as tmp:  # no person of an earlier run is left
         for i in range(len(kept)):
             save_obj(str(tmp / f"person_{i}.obj"), verts[i], faces)
         ov = overlay(img, verts, faces, float(prob.focal[0]), tuple(prob.centre[0].tolist()), render_px=render_px)
-        cv2.imwrite(str(tmp / "overlay.png"), ov[..., ::-1])
-        (tmp / "result.json").write_text(json.dumps(result, indent=1))
-        out_dir.mkdir(exist_ok=True)
-        for f in tmp.iterdir():
-            os.replace(f, out_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not cv2.imwrite(str(tmp / "overlay.png"), ov[..., ::-1]):
+            raise MetatuneError(f"could not write {Path(out_dir) / 'overlay.png'}")
+        write_json(tmp / "result.json", result, indent=1)
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -90,6 +91,32 @@ def write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     """Save a matplotlib Figure (no pyplot state involved) atomically."""
     return write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | Path, stale: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A temporary folder beside `folder` to write several outputs into; on success each file is renamed into
+    `folder` (files matching a `stale` glob that this run did not write are removed first, so a reused folder
+    holds no leftovers of an earlier run); on failure nothing in `folder` changes."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise MetatuneError(f"{folder} is a file; a folder is wanted here")
+    _parent_ready(folder / "x")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as err:
+        raise MetatuneError(f"cannot write in {folder.parent}: {err.strerror or err}") from None
+    try:
+        yield tmp
+        written = {f.name for f in tmp.iterdir()}
+        for pattern in stale:
+            for old in folder.glob(pattern):
+                if old.name not in written and old.is_file():
+                    old.unlink()
+        for f in tmp.iterdir():
+            os.replace(f, folder / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _umask() -> int:

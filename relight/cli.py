@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
-import torch
+from metatune.errors import MetatuneError
+from metatune.paths import existing_dir, out_dir, out_file
+from metatune.verb_args import (
+    add_checkpoint,
+    add_force,
+    add_out,
+    add_seed_device,
+    finite_float,
+    nonnegative_int,
+    positive_int,
+)
 
-from metatune import MetatuneError
-
-# MuJoCo reads MUJOCO_GL when first imported; the scene generator renders off-screen on CPU.
-os.environ.setdefault("MUJOCO_GL", "osmesa")
-os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+CPU_ONLY = "relight trains with its CPU rasterizer (the gsplat CUDA path is not wired into training yet)"
 
 VERBS = ("generate", "train", "evaluate", "adapt", "render", "export")
 
@@ -25,18 +30,29 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> Path:
+    """The run folder `--checkpoint` names (the folder, or the folder of its checkpoint.pt); --device checked."""
+    from metatune.run_folder import run_folder_of
+    from metatune.verb_args import torch_device
+    torch_device(args.device, CPU_ONLY)
+    return run_folder_of(args.checkpoint)
+
+
 def _train(args: argparse.Namespace) -> int:
+    from metatune.verb_args import torch_device
     from relight.training import TrainConfig, train
+    torch_device(args.device, CPU_ONLY)
     cfg = TrainConfig(method=args.method, resolution=args.resolution, fit_steps=args.steps,
                       meta_steps=args.meta_steps, seed=args.seed)
-    summary = train(args.scene, args.out, cfg)
+    summary = train(args.scene, args.out, cfg, force=args.force)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from relight.evaluation import evaluate
-    res = evaluate(args.checkpoint, args.scene, args.out, args.images)
+    res = evaluate(_run(args), args.scene, args.out / "metrics.json",
+                   args.out / "predictions" if args.save_images else None)
     for f in res["per_frame"]:
         print(f"{f['file_path']}: PSNR {f['psnr']:.2f} dB  SSIM {f['ssim']:.4f}")
     print(f"mean over {res['frames']} test frames: PSNR {res['psnr']:.2f} dB  SSIM {res['ssim']:.4f}")
@@ -44,15 +60,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
+    from metatune.checkpoint import save as save_checkpoint
     from relight.evaluation import _write_json, adapt, prediction_paths
     from relight.scene import save_image
-    res = adapt(args.checkpoint, args.scene, args.light_index, args.views, args.steps)
+    res = adapt(_run(args), args.scene, args.light_index, args.views, args.steps)
     out: Path = args.out
     for pred, path in zip(res.predictions, prediction_paths(out, res.query)):  # all checked before writing
         save_image(path, pred)
-    tmp = out / "light_params.pt.tmp"
-    torch.save({"light": list(res.query[0].light.position), "params": list(res.params)}, tmp)
-    tmp.replace(out / "light_params.pt")
+    save_checkpoint(out / "light_params.pt", {"light": list(res.query[0].light.position), "params": list(res.params)},
+                    "relight", "light_params")
     report = {"light_index": args.light_index, "views": args.views, "inner_losses": res.losses,
               "before": res.before, "after": res.after}
     _write_json(out / "adapt.json", report)
@@ -62,10 +78,12 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    import torch
+
     from relight.light import Light
     from relight.scene import save_image
     from relight.training import load_checkpoint, unpack_cameras
-    cfg, module, state = load_checkpoint(args.checkpoint)
+    cfg, module, state = load_checkpoint(_run(args))
     cams = unpack_cameras(state["cameras"])
     if not 0 <= args.view < len(cams):
         raise MetatuneError(f"view {args.view} out of range: the run has {len(cams)} training cameras")
@@ -83,9 +101,10 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from metatune.run_folder import run_folder_of
     from relight.ply import export_ply
     from relight.training import load_checkpoint
-    cfg, module, _ = load_checkpoint(args.checkpoint)
+    cfg, module, _ = load_checkpoint(run_folder_of(args.checkpoint))
     if not hasattr(module, "model"):
         raise MetatuneError(f"a '{cfg.method}' run has no Phong model to export")
     export_ply(module.model, args.out)
@@ -97,49 +116,70 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `metatune relight <verb>`."""
     parser = sub.add_parser("relight", help="meta-learned Gaussian-Phong relighting (OLAT scenes)")
     verbs = parser.add_subparsers(dest="verb", required=True)
+    scene_help = "scene folder (transforms_train.json / transforms_test.json and images)"
     p = verbs.add_parser("generate", help="render an OLAT scene (MuJoCo or PyTorch3D)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--preset", default="glossy", help="glossy | matte (MuJoCo) | p3d | bleed (PyTorch3D; bleed: coloured walls, "
-                   "one bounce of interreflection)")
-    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--out", type=out_dir, required=True, help="scene folder to write")
+    p.add_argument("--preset", choices=("glossy", "matte", "p3d", "bleed"), default="glossy",
+                   help="glossy | matte (MuJoCo) | p3d | bleed (PyTorch3D; bleed: coloured walls, one bounce of "
+                   "interreflection)")
+    p.add_argument("--resolution", type=resolution, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_generate)
     p = verbs.add_parser("train", help="train on the train split of a scene (resumes from RUN/checkpoint.pt)")
-    p.add_argument("--scene", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=300, help="fitting steps (all methods)")
-    p.add_argument("--meta-steps", type=int, default=60,
+    p.add_argument("--scene", type=existing_dir, required=True, help=scene_help)
+    add_out(p, None)
+    p.add_argument("--steps", type=positive_int, default=300, help="fitting steps (all methods)")
+    p.add_argument("--meta-steps", type=nonnegative_int, default=60,
                    help="meta-learning steps (meta); joint and plain fit meta-steps x meta-batch (2) more steps")
-    p.add_argument("--method", default="meta", help="meta | joint | plain")
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", choices=("meta", "joint", "plain"), default="meta")
+    p.add_argument("--resolution", type=resolution, default=64)
+    add_seed_device(p)
+    add_force(p)
     p.set_defaults(func=_train)
     p = verbs.add_parser("evaluate", help="PSNR/SSIM on the test split (unseen lights)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="run folder written by train")
-    p.add_argument("--scene", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="metrics JSON")
-    p.add_argument("--images", type=Path, default=None, help="save predictions under the frames' file names")
+    add_checkpoint(p, required=True, what="trained model")
+    p.add_argument("--scene", type=existing_dir, required=True, help=scene_help)
+    add_out(p, None)
+    p.add_argument("--save-images", action="store_true", help="also save predictions under OUT/predictions/")
+    add_seed_device(p)
     p.set_defaults(func=_evaluate)
     p = verbs.add_parser("adapt", help="few-shot adaptation to one test light from k of its images")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--scene", type=Path, required=True)
-    p.add_argument("--light-index", type=int, default=0)
-    p.add_argument("--views", type=int, default=1)
-    p.add_argument("--steps", type=int, default=None, help="inner steps (default: the training's)")
-    p.add_argument("--out", type=Path, required=True)
+    add_checkpoint(p, required=True, what="trained model")
+    p.add_argument("--scene", type=existing_dir, required=True, help=scene_help)
+    p.add_argument("--light-index", type=nonnegative_int, default=0)
+    p.add_argument("--views", type=positive_int, default=1)
+    p.add_argument("--steps", type=nonnegative_int, default=None, help="adaptation steps (default: the training's)")
+    add_out(p, None)
+    add_seed_device(p)
     p.set_defaults(func=_adapt)
-    p = verbs.add_parser("render", help="render a training camera under a new light")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--light", type=float, nargs=3, required=True, metavar=("X", "Y", "Z"))
+    p = verbs.add_parser("render", help="render a training camera under a new light (one image: --out FILE.png)")
+    add_checkpoint(p, required=True, what="trained model")
+    p.add_argument("--light", type=finite_float, nargs=3, required=True, metavar=("X", "Y", "Z"))
     p.add_argument("--directional", action="store_true", help="light from direction X Y Z instead of a point")
-    p.add_argument("--view", type=int, default=0)
-    p.add_argument("--resolution", type=int, default=None)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--view", type=nonnegative_int, default=0)
+    p.add_argument("--resolution", type=resolution, default=None)
+    p.add_argument("--out", type=png_file, required=True, help="image file to write (.png)")
+    add_seed_device(p)
     p.set_defaults(func=_render)
-    p = verbs.add_parser("export", help="write the Gaussians as a 3DGS .ply with Phong attributes")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p = verbs.add_parser("export", help="write the Gaussians as a 3DGS .ply with Phong attributes (--out FILE.ply)")
+    add_checkpoint(p, required=True, what="trained model")
+    p.add_argument("--out", type=out_file, required=True, help=".ply file to write")
     p.set_defaults(func=_export)
+
+
+def resolution(text: str) -> int:
+    """Image size in pixels: 8 to 4096 (larger needs more memory than a CPU run has)."""
+    value = nonnegative_int(text)
+    if not 8 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"must be in [8, 4096] pixels, got {value}")
+    return value
+
+
+def png_file(text: str) -> Path:
+    path = out_file(text)
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{path}: renders are written as PNG; give a .png name")
+    return path
 
 
 def demo(out_dir: Path) -> dict:

@@ -1,12 +1,12 @@
 """The relighting part of `metatune demo`: a small generated scene, trained and evaluated on unseen lights."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from metatune.atomic import write_json
 from relight.evaluation import adapt, evaluate
 from relight.figures import comparison
 from relight.generate_mujoco import MujocoSceneConfig, generate_mujoco_scene
@@ -49,9 +49,7 @@ def run_demo(out: Path, cfg: DemoConfig | None = None) -> dict:
     save_image(out / "comparison_meta.png", comparison(rows))
     ad = adapt(out / "run_meta", scene_dir, light_index=0, views=1)
     metrics["meta_adapted_1view"] = {"query_psnr_before": ad.before["psnr"], "query_psnr_after": ad.after["psnr"]}
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(out / "metrics.json")
+    write_json(out / "metrics.json", metrics)
     return {"ood_psnr_meta": metrics["meta"]["ood_psnr"], "ood_psnr_plain": metrics["plain"]["ood_psnr"],
             "ood_ssim_meta": metrics["meta"]["ood_ssim"],
             "adapt_1view_psnr": [ad.before["psnr"], ad.after["psnr"]]}

@@ -84,7 +84,7 @@ def adapt(run: Path, scene_dir: Path, light_index: int = 0, views: int = 1, step
     task = LightTask(group[0].light, group[:views], group[views:])
     tuner = make_tuner(module, cfg, None, None, method="metasgd" if cfg.method == "meta" else "maml")
     if cfg.method == "meta" and (Path(run) / TUNER).is_file():
-        tuner.load(Path(run) / TUNER)
+        tuner.load(Path(run) / TUNER, "relight", "meta_tuner")
     with torch.no_grad():
         before = [frame_metrics(render(module, f).clamp(0, 1), f) for f in task.query]
     res = tuner.adapt(task, steps)

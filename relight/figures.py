@@ -54,12 +54,12 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 12) -> None:
     import cv2
 
     from metatune import MetatuneError
+    from metatune.atomic import atomic_path
     h, w = frames[0].shape[:2]
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise MetatuneError(f"OpenCV cannot write video {path}")
-    for f in frames:
-        writer.write((np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1])
-    writer.release()
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+            raise MetatuneError(f"OpenCV cannot write video {path}")
+        for f in frames:
+            writer.write((np.clip(f, 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1])
+        writer.release()

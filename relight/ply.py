@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from metatune import MetatuneError
+from metatune.atomic import atomic_open
 from relight.model import RelightModel
 
 SH_C0 = 0.28209479177387814  # degree-0 spherical harmonic: viewers show colour 0.5 + SH_C0 * f_dc
@@ -30,12 +31,9 @@ def export_ply(model: RelightModel, path: Path) -> None:
     names = STANDARD + PHONG
     header = "ply\nformat binary_little_endian 1.0\nelement vertex %d\n%send_header\n" % (
         len(model), "".join(f"property float {n}\n" for n in names))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
+    with atomic_open(path, "wb") as fh:
         fh.write(header.encode("ascii"))
         fh.write(np.ascontiguousarray(data).tobytes())
-    tmp.replace(path)
 
 
 def read_ply(path: Path) -> dict[str, np.ndarray]:

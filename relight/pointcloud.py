@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metatune.atomic import write_text
+
 
 def estimate_normals(points: Tensor,  # [N, 3]
                      k: int = 10) -> tuple[Tensor, Tensor]:  # normals [N, 3], spacing [N]
@@ -29,9 +31,7 @@ def write_points_ply(path: Path, points: np.ndarray,  # [N, 3]
     """An ASCII PLY of x, y, z vertices (the sparse cloud a reconstruction starts from)."""
     header = f"ply\nformat ascii 1.0\nelement vertex {len(points)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
     body = "\n".join(f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in points)
-    tmp = path.with_suffix(".ply.tmp")
-    tmp.write_text(header + body + "\n")
-    tmp.replace(path)
+    write_text(path, header + body + "\n")
 
 
 def read_points_ply(path: Path) -> np.ndarray:  # [N, 3]

@@ -1,7 +1,6 @@
 """Training the relighting model: joint fitting on all lights, then meta-learning over lights; and the baselines."""
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, fields
@@ -12,7 +11,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 import metatune as mt
-from metatune import MetatuneError
+from metatune import checkpoint as mt_checkpoint
+from metatune.atomic import write_bytes, write_json
+from metatune.errors import MetatuneError
+from metatune.run_folder import RunFolder
 from relight.camera import Camera
 from relight.light import Light
 from relight.light_prior import LightPrior
@@ -25,6 +27,8 @@ METHODS = ("meta", "joint", "plain")
 CHECKPOINT = "checkpoint.pt"
 TUNER = "tuner.pt"
 STAGE1 = "stage1.pt"  # the checkpoint at the end of stage 1 (fitting), kept so that other methods can start there
+DOMAIN = "relight"
+DEFINING = ("domain", "scene", "method", "resolution", "max_points", "seed")  # a resume must agree
 
 
 @dataclass
@@ -121,37 +125,47 @@ def make_tuner(prior: LightPrior, cfg: TrainConfig, sampler: TaskSampler | None,
                         optimizer=lambda groups: torch.optim.Adam(groups, eps=1e-15))
 
 
-def save_checkpoint(run: Path, state: dict) -> None:
-    """Write the run's checkpoint atomically."""
-    run.mkdir(parents=True, exist_ok=True)
-    tmp = run / (CHECKPOINT + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(run / CHECKPOINT)
+def save_checkpoint(run: Path, state: dict, name: str = CHECKPOINT) -> None:
+    """Write the run's checkpoint atomically (headed relight/run, refused if anything is non-finite)."""
+    mt_checkpoint.save(Path(run) / name, state, DOMAIN, "run")
 
 
-def load_checkpoint(run: Path) -> tuple[TrainConfig, nn.Module, dict]:
+def load_checkpoint(run: Path, name: str = CHECKPOINT) -> tuple[TrainConfig, nn.Module, dict]:
     """Config, model and raw state of a run folder."""
-    path = Path(run) / CHECKPOINT
+    path = Path(run) / name
     if not path.is_file():
         raise MetatuneError(f"no checkpoint in {run} (expected {path})")
+    state = mt_checkpoint.load(path, DOMAIN, "run")
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as err:
-        raise MetatuneError(f"cannot read checkpoint {path}: {err}") from err
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
-    module = empty(cfg.method, state["n"])
-    module.load_state_dict(state["module"])
+        known = {f.name for f in fields(TrainConfig)}
+        cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
+        module = empty(cfg.method, state["n"])
+        module.load_state_dict(state["module"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise MetatuneError(f"checkpoint {path} does not hold a relight model ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:200]})") from None
     return cfg, module, state
 
 
-def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: bool = True) -> dict:
-    """Train (or resume) a run on a scene's training split; returns a summary (also written to run/summary.json)."""
+def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: bool = True,
+          force: bool = False) -> dict:
+    """Train (or resume) a run on a scene's training split; returns a summary (also written to run/summary.json).
+
+    The run folder (docs/cli.md) is locked while training; one that holds another run (another scene, method,
+    resolution, seed or stage-1 length) is refused unless `force`.
+    """
     cfg = cfg or TrainConfig()
-    run = Path(run)
     scene = load_scene(scene_dir, "train", cfg.resolution)
+    folder = RunFolder(run)
+    config = {"domain": DOMAIN, "verb": "train", "scene": str(Path(scene_dir).resolve()), **asdict(cfg)}
+    with folder.lock(), torch.random.fork_rng(devices=[]):  # seeded here; the caller's global RNG is restored
+        torch.manual_seed(cfg.seed)
+        folder.start(config, DEFINING, force)  # a forked stage-1 checkpoint without a config resumes
+        return _train(scene, folder.path, cfg, progress)
+
+
+def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool) -> dict:
     rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
     fit_done, elapsed = 0, 0.0
     if (run / CHECKPOINT).is_file():
         saved_cfg, module, state = load_checkpoint(run)
@@ -194,29 +208,26 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
         if fit_done % cfg.checkpoint_every == 0 or fit_done == cfg.fit_steps:
             checkpoint()
         if fit_done == cfg.fit_steps and not isinstance(module, PlainGaussians):
-            (run / (STAGE1 + ".tmp")).write_bytes((run / CHECKPOINT).read_bytes())
-            (run / (STAGE1 + ".tmp")).replace(run / STAGE1)
+            write_bytes(run / STAGE1, (run / CHECKPOINT).read_bytes())
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     checkpoint()
     if cfg.method == "meta" and cfg.meta_steps > 0:
         sampler = TaskSampler(scene.frames, cfg.support_views, seed=cfg.seed)
         tuner = make_tuner(module, cfg, sampler, run / "meta_log.jsonl")
         if (run / TUNER).is_file():
-            tuner.load(run / TUNER)  # meta-parameters, step sizes and the outer optimizer's state
+            tuner.load(run / TUNER, DOMAIN, "meta_tuner")  # meta-parameters, step sizes and outer optimizer state
         else:
             tuner.prepare(sampler(1)[0])  # creates the step-size parameters
         if state.get("sampler_rng") is not None:  # a resumed run draws the tasks an uninterrupted one would
             sampler.rng.setstate(_tuple_state(state["sampler_rng"]))
         while tuner.step_count < cfg.meta_steps:
             tuner.train(min(cfg.checkpoint_every, cfg.meta_steps - tuner.step_count), progress=progress)
-            tuner.save(run / TUNER)
+            tuner.save(run / TUNER, DOMAIN, "meta_tuner")
             checkpoint()
     seconds = elapsed + time.perf_counter() - t0
     summary = {"method": cfg.method, "gaussians": _count(module), "resolution": cfg.resolution,
                "train_frames": len(scene.frames), "train_seconds": round(seconds, 1)}
-    tmp = run / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(run / "summary.json")
+    write_json(run / "summary.json", summary)
     return summary
 
 
@@ -228,7 +239,7 @@ def fork_stage1(source: Path, run: Path, method: str) -> None:
         raise MetatuneError(f"{source} has no stage-1 checkpoint ({path}); train it past its fitting stage first")
     if (Path(run) / CHECKPOINT).is_file():
         return
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    state = mt_checkpoint.load(path, DOMAIN, "run")
     state["config"] = state["config"] | {"method": method}
     save_checkpoint(Path(run), state)
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from metatune import MetatuneError
+from metatune.checkpoint import load as load_checkpoint
 from metatune.cli import main
 from relight import training
 from relight.evaluation import adapt, evaluate
@@ -51,7 +52,7 @@ def test_fitting_lowers_the_training_loss(scene, tmp_path):
 def test_meta_run_writes_checkpoints_and_learned_step_sizes(meta_run):
     c, module, state = training.load_checkpoint(meta_run)
     assert c.method == "meta" and state["fit_done"] == 6
-    tuner = torch.load(meta_run / training.TUNER, weights_only=True)
+    tuner = load_checkpoint(meta_run / training.TUNER, "relight", "meta_tuner")
     assert tuner["step"] == 2 and tuner["log_lr"] is not None
     assert len((meta_run / "meta_log.jsonl").read_text().splitlines()) == 2
 
@@ -113,8 +114,8 @@ def test_cli_verbs_and_bad_input(meta_run, scene, tmp_path, capsys):
                  "--out", str(tmp_path / "bad.png")]) == 2
     assert "inside the object" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()
     assert main(["relight", "evaluate", "--checkpoint", str(tmp_path / "none"), "--scene", str(scene),
-                 "--out", str(tmp_path / "m.json")]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+                 "--out", str(tmp_path / "m")]) == 2
+    assert "not found" in capsys.readouterr().err
     assert main(["relight", "train", "--scene", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     assert "transforms_train.json" in capsys.readouterr().err
     assert main(["relight", "adapt", "--checkpoint", str(meta_run), "--scene", str(scene), "--views", "1",
@@ -141,17 +142,17 @@ def test_meta_starts_where_joint_ends_stage_one_and_is_resumable(scene, tmp_path
     assert sj["fit_done"] == 3 + 1 * 2  # stage 1 plus one step per query image of the meta-batch
     training.train(scene, tmp_path / "meta", cfg(fit_steps=3, meta_steps=0), progress=False)
     _, meta, _ = training.load_checkpoint(tmp_path / "meta")
-    stage1 = torch.load(tmp_path / "joint" / training.STAGE1, weights_only=True)
+    stage1 = load_checkpoint(tmp_path / "joint" / training.STAGE1, "relight", "run")
     for name, p in meta.named_parameters():  # stage 1 is the same computation for both methods
         assert torch.allclose(p, stage1["module"][name], atol=1e-6), name
     training.fork_stage1(tmp_path / "joint", tmp_path / "fork", "meta")
     training.train(scene, tmp_path / "fork", cfg(fit_steps=3, meta_steps=1), progress=False)
     c, _, state = training.load_checkpoint(tmp_path / "fork")
-    tuner_state = torch.load(tmp_path / "fork" / training.TUNER, weights_only=True)
+    tuner_state = load_checkpoint(tmp_path / "fork" / training.TUNER, "relight", "meta_tuner")
     assert c.method == "meta" and state["fit_done"] == 3 and tuner_state["optimizer"] is not None
     assert tuner_state["step"] == 1
     training.train(scene, tmp_path / "fork", cfg(fit_steps=3, meta_steps=2), progress=False)  # resume meta
-    assert torch.load(tmp_path / "fork" / training.TUNER, weights_only=True)["step"] == 2
+    assert load_checkpoint(tmp_path / "fork" / training.TUNER, "relight", "meta_tuner")["step"] == 2
     training.fork_stage1(tmp_path / "joint", tmp_path / "straight", "meta")
     training.train(scene, tmp_path / "straight", cfg(fit_steps=3, meta_steps=2), progress=False)
     _, resumed, _ = training.load_checkpoint(tmp_path / "fork")
