@@ -32,10 +32,16 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> Path:
     """The run folder `--checkpoint` names (the folder, or the folder of its checkpoint.pt); --device checked."""
-    from metatune.run_folder import run_folder_of
     from metatune.verb_args import torch_device
     torch_device(args.device, CPU_ONLY)
-    return run_folder_of(args.checkpoint)
+    return _run_folder(args.checkpoint)
+
+
+def _run_folder(path: Path) -> Path:
+    from metatune.run_folder import CHECKPOINT
+    if path.is_file() and path.name != CHECKPOINT:  # the run's tuner.pt and stage1.pt live beside it
+        raise MetatuneError(f"--checkpoint {path}: a relight run is a folder; give it (or its {CHECKPOINT})")
+    return path.parent if path.is_file() else path
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -101,10 +107,9 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from metatune.run_folder import run_folder_of
     from relight.ply import export_ply
     from relight.training import load_checkpoint
-    cfg, module, _ = load_checkpoint(run_folder_of(args.checkpoint))
+    cfg, module, _ = load_checkpoint(_run_folder(args.checkpoint))
     if not hasattr(module, "model"):
         raise MetatuneError(f"a '{cfg.method}' run has no Phong model to export")
     export_ply(module.model, args.out)

@@ -26,7 +26,7 @@ have() { "$VENV/bin/python" -c "$1" >/dev/null 2>&1; }
 
 # Fast path: everything installed since the last change of pyproject.toml or this script.
 if [ "$VENV/.installed" -nt pyproject.toml ] && [ "$VENV/.installed" -nt "$0" ] && have "
-import sys, torch, pytorch3d.renderer, theseus, sksparse, smplx, mujoco, cv2, torchopt, dm_control
+import sys, torch, pytorch3d.renderer, theseus, sksparse, smplx, mujoco, cv2, torchopt, dm_control, ruff, mypy
 import metatune, envs, hmr, relight
 sys.exit(torch.__version__.split('+')[0] != '2.12.1')"; then
   echo "[setup] ready: $VENV (up to date)"
