@@ -24,3 +24,13 @@ def test_unknown_demo_part_is_a_clear_error(capsys, tmp_path):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "metatune.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_parsing_every_verb_imports_no_torch():
+    """--help and the input checks run before any heavy import (domain modules import on dispatch)."""
+    code = ("import sys; from metatune.cli import _domains, build_parser; p = build_parser(_domains()); "
+            "[p.parse_known_args(a) for a in (['robot', 'train'], ['hmr', 'train'], ['demo'])]; "
+            "heavy = [m for m in ('torch', 'mujoco', 'pytorch3d', 'cv2', 'matplotlib') if m in sys.modules]; "
+            "print(heavy); sys.exit(bool(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
