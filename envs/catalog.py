@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from envs.physical import check_physical
 from envs.planar_chain import Link, PlanarChain
 from envs.quadrotor import Quadrotor
 from metatune.errors import MetatuneError
@@ -53,6 +54,7 @@ def make(name: str, dtype: torch.dtype = torch.float64, dt: float | None = None,
     for key, default in defaults.items():
         value = physical_params.get(key, default)
         params[key] = value if isinstance(value, Tensor) else torch.tensor(float(value), dtype=dtype)
+    check_physical(name, params)
     return PlanarChain(name, links, params, dt or default_dt, gravity)
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from envs.mjcf import mjcf_document
+from envs.physical import check_physical
 from envs.rotation import quat_integrate, quat_z_axis
 from metatune.errors import MetatuneError
 
@@ -38,6 +39,7 @@ class Quadrotor:
             self.params[key] = value if isinstance(value, Tensor) else torch.tensor(value, dtype=dtype)
         if self.params["wind"].shape[-1:] != (3,):
             raise MetatuneError(f"quadrotor wind must have a last dimension of 3, got {tuple(self.params['wind'].shape)}")
+        check_physical("quadrotor", self.params)
         self.dt = float(dt or 0.01)
         self.gravity = float(gravity)
         self.nx, self.nu = 13, 4

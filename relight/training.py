@@ -203,6 +203,11 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool) -> dict:
                                 f"{run / CHECKPOINT} (resume with a lower learning rate)")
         opt.zero_grad()
         loss.backward()
+        bad = [name for name, p in module.named_parameters() if p.grad is not None
+               and not bool(torch.isfinite(p.grad).all())]
+        if bad:  # a finite loss can still have a NaN gradient: stop before it reaches the model or a checkpoint
+            raise MetatuneError(f"the gradient of {bad[0]} is not finite at fitting step {i} (the loss was "
+                                f"{float(loss.detach()):.4g}); the last good checkpoint is {run / CHECKPOINT}")
         opt.step()
         fit_done = i + 1
         if fit_done % cfg.checkpoint_every == 0 or fit_done == cfg.fit_steps:

@@ -176,4 +176,48 @@ def test_train_without_sampler_and_bad_checkpoint(tmp_path):
         tuner.load(tmp_path / "missing.pt")
 
 
+
+def test_a_tuner_never_touches_the_global_rng_and_owns_its_probes():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tuner = make("uncertainty", seed=7)
+    tuner.adapt(UNSEEN[0], steps=2)  # curvature probes draw from the tuner's generator
+    assert torch.equal(torch.rand(3), expected)
+    a = make("uncertainty", seed=7).adapt(UNSEEN[0], steps=2).std
+    b = make("uncertainty", seed=7).adapt(UNSEEN[0], steps=2).std
+    assert torch.equal(a, b)
+
+
+def test_a_nan_meta_gradient_stops_training_before_the_update_and_is_never_saved(tmp_path):
+    def poisoned(x, c):  # the query loss: finite value, NaN gradient (0 times sqrt's infinite slope at 0)
+        return quad(x, c) + 0.0 * torch.sqrt((x - x.detach()).abs()).sum()
+
+    gen = torch.Generator().manual_seed(0)
+    tuner = mt.MetaTuner(torch.zeros(5), quad, poisoned, sample_tasks=lambda n: sample(n, gen),
+                         config=mt.MetaConfig(method="metasgd", inner_steps=1, meta_batch=2))
+    before = [p.detach().clone() for p in tuner.meta_parameters()]
+    with pytest.raises(mt.MetatuneError, match="meta-training step 0: the meta-gradient of .* is not finite"):
+        tuner.train(1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, tuner.meta_parameters()))
+    with torch.no_grad():
+        tuner.log_lr[0].fill_(float("nan"))
+    with pytest.raises(mt.MetatuneError, match="non-finite values; nothing was saved"):
+        tuner.save(tmp_path / "t.pt")
+    assert not (tmp_path / "t.pt").exists()
+
+
+def test_checkpoints_name_their_domain_and_detect_corruption(tmp_path):
+    tuner = make("metasgd")
+    tuner.save(tmp_path / "t.pt", domain="robot", kind="meta_tuner")
+    with pytest.raises(mt.MetatuneError, match="is a robot 'meta_tuner' checkpoint, not a engine"):
+        make("metasgd").load(tmp_path / "t.pt")
+    make("metasgd").load(tmp_path / "t.pt", domain="robot", kind="meta_tuner")
+    blob = bytearray((tmp_path / "t.pt").read_bytes())
+    at = blob.find(b"log_lr")  # a byte of the payload, same length
+    blob[at] = ord("L")
+    (tmp_path / "t.pt").write_bytes(bytes(blob))
+    with pytest.raises(mt.MetatuneError, match="corrupted"):
+        make("metasgd").load(tmp_path / "t.pt", domain="robot", kind="meta_tuner")
+
 torch.set_default_dtype(torch.float32)

@@ -1,4 +1,6 @@
 """Torch robot dynamics against MuJoCo simulating the MJCF each robot writes of itself."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,23 @@ def test_bad_robot_inputs_raise_named_errors():
         envs.make("pendulum", mass=1.0)
     with pytest.raises(MetatuneError, match="index="):
         envs.make("pendulum", mass_pole=torch.tensor([1.0, 2.0])).mjcf()
+
+
+@pytest.mark.parametrize("name, params, bound", [
+    ("pendulum", {"mass_pole": -0.2}, "mass_pole must be > 0"),
+    ("cartpole", {"length_pole": 0.0}, "length_pole must be > 0"),
+    ("acrobot", {"damping_lower": -0.1}, "damping_lower must be >= 0"),
+    ("pendulum", {"inertia_pole": float("nan")}, "must be finite"),
+    ("quadrotor", {"mass": torch.tensor([1.0, -1.0])}, "mass must be > 0"),
+    ("quadrotor", {"ixx": 0.01, "iyy": 0.01, "izz": 0.05}, "ixx + iyy >= izz"),
+])
+def test_physically_impossible_parameters_are_refused_as_mujoco_refuses_them(name, params, bound):
+    with pytest.raises(MetatuneError, match=re.escape(bound)):
+        envs.make(name, **params)
+
+
+def test_mujoco_refuses_the_same_negative_mass():
+    xml, n = re.subn(r'(<inertial [^>]*mass=")([0-9.e-]+)"', r'\1-0.2"', envs.make("pendulum").mjcf(), count=1)
+    assert n == 1
+    with pytest.raises(ValueError):
+        mujoco.MjModel.from_xml_string(xml)
