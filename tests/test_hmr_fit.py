@@ -75,9 +75,7 @@ def test_meta_fit_trains_adapts_and_round_trips(body, tmp_path):
     fitter.calibrate(make_split(body, "train", 8))
     fitter.save(tmp_path / "meta.pt")
     again = MetaFitter.load(body, tmp_path / "meta.pt")
-    torch.manual_seed(0)
-    a = fitter.fit(prob)
-    torch.manual_seed(0)
+    a = fitter.fit(prob)   # the checkpoint holds the tuner's generator: both draw the same curvature probes
     b = again.fit(prob)
     torch.testing.assert_close(a.params, b.params)
     torch.testing.assert_close(a.joint_std_mm, b.joint_std_mm)
@@ -96,9 +94,9 @@ def test_uncertainty_updates_freeze_converged_parameters(body):
     fitter = MetaFitter(body, cfg, scale=curvature_scale(body, people_problem(body, few), few.params, FitWeights()))
     near = people.params + 0.05 * torch.randn(people.params.shape, generator=torch.Generator().manual_seed(0))
     fitter.regressor.forward = lambda task: near          # an oracle start instead of the learned one
-    torch.manual_seed(0)
+    fitter.tuner.generator.manual_seed(0)
     early = fitter.fit(prob, steps=3)
-    torch.manual_seed(0)                       # the same Hutchinson probes for the first 3 steps
+    fitter.tuner.generator.manual_seed(0)      # the same Hutchinson probes (the tuner's own) for the first 3 steps
     late = fitter.fit(prob, steps=5)
     assert early.frozen.any(), "no parameter froze"
     assert (late.frozen >= early.frozen).all()                 # frozen stays frozen
