@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-from metatune.errors import MetatuneError
 from metatune.paths import existing_file
 from metatune.verb_args import add_checkpoint, add_force, add_out, add_seed_device, positive_int
 
@@ -19,34 +17,17 @@ def _device(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from hmr.body_model import BodyModel
-    from hmr.meta_fit import MetaFitConfig, MetaFitter
-    from hmr.synthetic import make_split
-    from hmr.training_plot import plot_training
-    from metatune.atomic import write_json
-    from metatune.run_folder import RunFolder
+    from hmr.meta_fit import MetaFitConfig, train_run
 
     _device(args)
     cfg = MetaFitConfig(pretrain_steps=args.pretrain_steps, meta_steps=args.steps, inner_steps=args.inner_steps,
-                        people_per_task=args.people, train_pool=args.train_pool, seed=args.seed)
-    run = RunFolder(args.out)
-    config = {"domain": "hmr", "verb": "train", "model": str(args.model) if args.model else "generated",
-              "calibration_people": args.calibration_people, **asdict(cfg)}
-    with run.lock():
-        if run.checkpoint.exists() and not args.force:  # hmr train does not resume yet: never overwrite a run
-            raise MetatuneError(f"{run.path} already holds a trained checkpoint; give another --out, or --force "
-                                "to train it again")
-        run.start(config, (), force=args.force)
-        body = BodyModel.load(args.model)
-        fitter = MetaFitter(body, cfg, log_path=run.log)
-        pre = fitter.pretrain()
-        hist = fitter.train()
-        calib = fitter.calibrate(make_split(body, "train", args.calibration_people))
-        fitter.save(run.checkpoint)
-        plot_training(pre, hist, run / "training.png")
-        metrics = {"checkpoint": str(run.checkpoint), "pretrain_final": pre[-1] if pre else None,
-                   "meta_final": hist[-1] if hist else None, "calibration": calib}
-        write_json(run.metrics, metrics)
+                        people_per_task=args.people, train_pool=args.train_pool, seed=args.seed,
+                        pretrain_checkpoint_every=args.pretrain_checkpoint_every,
+                        checkpoint_every=args.checkpoint_every)
+    metrics, trained = train_run(args.out, cfg, args.model, args.calibration_people, force=args.force)
+    if not trained:
+        print(f"{args.out}: this run is already complete ({metrics.get('meta_steps', cfg.meta_steps)} meta-training "
+              "steps, calibrated); nothing was trained (--force trains it again)")
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -111,6 +92,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner-steps", type=positive_int, default=10)
     p.add_argument("--people", type=positive_int, default=32, help="people per meta-training task")
     p.add_argument("--calibration-people", type=positive_int, default=128)
+    p.add_argument("--pretrain-checkpoint-every", type=positive_int, default=100, metavar="N",
+                   help="write a resumable checkpoint every N pretraining steps")
+    p.add_argument("--checkpoint-every", type=positive_int, default=5, metavar="N",
+                   help="... and every N meta-training steps (the same command again resumes from the last)")
     add_seed_device(p)
     add_force(p)
     p.set_defaults(func=_train)

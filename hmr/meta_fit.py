@@ -1,10 +1,16 @@
 """Meta-learned test-time optimisation on `mt.MetaTuner`: a keypoint regressor as the initialisation,
 per-parameter step sizes and prior variances learned by simulating the fit during training; the fit's
-steps are scaled by each parameter's (Laplace) variance and converged parameters are frozen."""
+steps are scaled by each parameter's (Laplace) variance and converged parameters are frozen.
+
+`train_run` is `metatune hmr train`: pretraining and meta-training in a run folder, checkpointed every few
+steps with everything a resumed run needs to end where an uninterrupted one would (docs/hmr.md)."""
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +24,8 @@ from hmr.objective import PARAM_DIM, FitProblem, FitWeights, fit_loss, hessian_d
 from hmr.regressor import KeypointRegressor
 from hmr.synthetic import People, SyntheticConfig, make_people, people_problem
 from metatune import checkpoint as mt_checkpoint
-from metatune.run_folder import checkpoint_file
+from metatune.atomic import write_json
+from metatune.run_folder import RunFolder, checkpoint_file
 
 Task = tuple[FitProblem, Tensor]  # keypoint problem, true root-relative joints [B, 24, 3] (train only)
 
@@ -41,6 +48,15 @@ class MetaFitConfig:
     train_pool: int = 65536        # synthetic training people (drawn once, sampled with replacement)
     hidden: int = 512
     seed: int = 0
+    pretrain_checkpoint_every: int = 100  # hmr train: a resumable checkpoint every this many pretraining steps
+    checkpoint_every: int = 5             # ... and every this many meta-training steps
+
+
+# How often a run is checkpointed does not change what it computes, so a resume may change these.
+CHECKPOINT_FIELDS = ("pretrain_checkpoint_every", "checkpoint_every")
+# What a resumed `hmr train` must agree on with the run it continues (the keys of its config.json).
+TRAIN_DEFINING = ("domain", "model", "calibration_people") + tuple(
+    f.name for f in fields(MetaFitConfig) if f.name not in CHECKPOINT_FIELDS)
 
 
 @dataclass
@@ -97,8 +113,14 @@ class MetaFitter:
         self.tuner = mt.MetaTuner(self.init, self._inner_loss, self._outer_loss, self._sample_tasks,
                                   config=meta, log_path=log_path)
         self.calibration = 1.0
+        self.finished = False   # saved by a run that went to the end (calibrated); False for periodic checkpoints
+        # The pool is drawn again from its seed on resume (make_people is deterministic), so it is not saved.
         self._pool: People | None = None
         self._gen = torch.Generator().manual_seed(self.cfg.seed + 7)
+        self.pretrain_step = 0
+        self.pretrain_losses: list[float] = []
+        self._pre_opt: torch.optim.Optimizer | None = None
+        self._pre_sched: torch.optim.lr_scheduler.LRScheduler | None = None
 
     # -- losses and tasks --------------------------------------------------------------------------
     @property
@@ -134,24 +156,60 @@ class MetaFitter:
         return out
 
     # -- training ----------------------------------------------------------------------------------
+    def _pretrain_optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Adam and the one-cycle schedule over all of cfg.pretrain_steps (built once, restored on resume)."""
+        if self._pre_opt is None or self._pre_sched is None:
+            self._pre_opt = torch.optim.Adam(self.regressor.parameters(), lr=self.cfg.pretrain_lr)
+            self._pre_sched = torch.optim.lr_scheduler.OneCycleLR(
+                self._pre_opt, max_lr=self.cfg.pretrain_lr, total_steps=self.cfg.pretrain_steps, pct_start=0.05)
+        return self._pre_opt, self._pre_sched
+
     def pretrain(self, steps: int | None = None, progress: bool = True) -> list[float]:
-        """Supervised warm start of the regressor (the fit with zero steps), one-cycle learning rate."""
-        steps = self.cfg.pretrain_steps if steps is None else steps
-        if steps == 0:
+        """Supervised warm start of the regressor (the fit with zero steps), one-cycle learning rate over
+        cfg.pretrain_steps: runs `steps` more of them (default and at most: the rest); returns their losses.
+
+        A non-finite loss or gradient stops with an error naming the step before anything is updated.
+        """
+        left = self.cfg.pretrain_steps - self.pretrain_step
+        steps = left if steps is None else min(steps, left)
+        if steps <= 0:
             return []
-        opt = torch.optim.Adam(self.regressor.parameters(), lr=self.cfg.pretrain_lr)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.cfg.pretrain_lr, total_steps=steps,
-                                                    pct_start=0.05)
+        opt, sched = self._pretrain_optimizer()
         losses = []
-        for _ in tqdm(range(steps), desc="pretrain regressor", disable=not progress):
+        for _ in tqdm(range(steps), desc="pretrain regressor", disable=not progress, total=self.cfg.pretrain_steps,
+                      initial=self.pretrain_step, leave=False):
             (task,) = self._sample_tasks(1, self.cfg.pretrain_batch)
             loss = self._outer_loss(self.init(task), task)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise mt.MetatuneError(f"pretraining step {self.pretrain_step}: the loss is {value}; nothing was "
+                                       "updated. Lower pretrain_lr, or check the losses for a NaN-producing operation")
             opt.zero_grad()
             loss.backward()
+            self._check_pretrain_gradients(value)
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(value)
+            self.pretrain_losses.append(value)
+            self._log({"phase": "pretrain", "step": self.pretrain_step, "loss": value})
+            self.pretrain_step += 1
         return losses
+
+    def _check_pretrain_gradients(self, loss: float) -> None:
+        """Stop before a non-finite gradient reaches the regressor (and the next checkpoint)."""
+        for name, p in self.regressor.named_parameters():
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                raise mt.MetatuneError(f"pretraining step {self.pretrain_step}: the gradient of regressor.{name} is "
+                                       f"not finite (the loss, {loss:.6g}, was); nothing was updated. Lower "
+                                       "pretrain_lr, or check the losses for a NaN-producing operation")
+
+    def _log(self, record: dict) -> None:
+        """Append a record to the log the tuner writes its meta-training steps to (if any)."""
+        log = self.tuner.log_path
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
 
     def train(self, steps: int | None = None, progress: bool = True) -> list[dict]:
         """Meta-train initialisation, step sizes and prior variances by simulating the fit."""
@@ -179,14 +237,43 @@ class MetaFitter:
                          frozen=res.frozen[0].detach(), losses=res.losses, steps=k)
 
     # -- persistence -------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """One headed checkpoint (hmr/meta_fit): the tuner's state plus the configuration and calibration."""
+    def save(self, path: str | Path, finished: bool = True) -> None:
+        """One headed checkpoint (hmr/meta_fit): the tuner's state, the configuration and calibration, and the
+        training state a resumed run continues from. `finished=False` marks a periodic checkpoint of a run
+        still training, which `load` refuses unless resuming."""
         meta = {"config": asdict(self.cfg), "weights": asdict(self.weights), "calibration": self.calibration}
-        mt_checkpoint.save(path, {"tuner": self.tuner.state_dict(), "fit": meta}, "hmr", KIND)
+        mt_checkpoint.save(path, {"tuner": self.tuner.state_dict(), "fit": meta,
+                                  "training": self._training_state(finished)}, "hmr", KIND)
+
+    def _training_state(self, finished: bool) -> dict[str, Any]:
+        # The pretraining optimizer and schedule matter only until pretraining ends; later checkpoints drop them.
+        opt, sched = self._pre_opt, self._pre_sched
+        if self.pretrain_step >= self.cfg.pretrain_steps:
+            opt, sched = None, None
+        return {"finished": finished, "pretrain_step": self.pretrain_step,
+                "pretrain_losses": torch.tensor(self.pretrain_losses, dtype=torch.float64),
+                "pretrain_optimizer": opt.state_dict() if opt is not None else None,
+                "pretrain_scheduler": sched.state_dict() if sched is not None else None,
+                "generator": self._gen.get_state()}
+
+    def _load_training(self, training: dict[str, Any]) -> None:
+        self.finished = bool(training["finished"])
+        self.pretrain_step = int(training["pretrain_step"])
+        self.pretrain_losses = [float(x) for x in training["pretrain_losses"].tolist()]  # float64: exact
+        self._gen.set_state(training["generator"])
+        if training["pretrain_optimizer"] is not None:
+            opt, sched = self._pretrain_optimizer()
+            # The optimizer's groups carry the lr and momentum the schedule had reached; the schedule its step.
+            opt.load_state_dict(training["pretrain_optimizer"])
+            sched.load_state_dict(training["pretrain_scheduler"])
 
     @classmethod
-    def load(cls, body: BodyModel, path: str | Path) -> "MetaFitter":
-        """A fitter from `save`'s checkpoint (a run folder of `hmr train` or its checkpoint.pt)."""
+    def load(cls, body: BodyModel, path: str | Path, log_path: str | Path | None = None,
+             resume: bool = False) -> "MetaFitter":
+        """A fitter from `save`'s checkpoint (a run folder of `hmr train` or its checkpoint.pt).
+
+        The checkpoint of a run still training is refused unless `resume` (what `hmr train` does to continue it).
+        """
         path = checkpoint_file(path)
         state = mt_checkpoint.load(path, "hmr", KIND)
         try:
@@ -196,10 +283,92 @@ class MetaFitter:
             weights = FitWeights(**meta["weights"])
         except (KeyError, TypeError) as err:
             raise mt.MetatuneError(f"checkpoint {path} holds no meta-fit settings: {err}") from None
-        fitter = cls(body, cfg, weights, scale=torch.ones(PARAM_DIM))   # the checkpoint holds the scale
+        training = state.get("training")
+        if isinstance(training, dict) and not training.get("finished", True) and not resume:
+            raise mt.MetatuneError(
+                f"{path} is the checkpoint of an unfinished hmr train run (pretraining step "
+                f"{training.get('pretrain_step')} of {cfg.pretrain_steps}, meta-training step "
+                f"{state['tuner'].get('step')} of {cfg.meta_steps}, not calibrated); run the same "
+                "`metatune hmr train` command again to finish it")
+        fitter = cls(body, cfg, weights, log_path=log_path, scale=torch.ones(PARAM_DIM))  # the checkpoint holds the scale
         fitter.tuner.load_state_dict(state["tuner"], str(path))
         fitter.calibration = float(meta["calibration"])
+        if training is None:   # written before runs were resumable: always at the end of a run
+            fitter.finished, fitter.pretrain_step = True, cfg.pretrain_steps
+        else:
+            try:
+                fitter._load_training(training)
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+                raise mt.MetatuneError(f"checkpoint {path}: its training state does not fit this fitter "
+                                       f"({type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''})"
+                                       ) from None
         return fitter
 
 
 KIND = "meta_fit"
+
+
+def meta_history(log: Path, steps: int) -> list[dict]:
+    """The log's meta-training record of each step < steps: the last one written, as a killed run may have
+    written a step its resumed run wrote again (pretraining records carry a "phase" and are skipped)."""
+    by_step: dict[int, dict] = {}
+    if not log.is_file():
+        return []
+    for line in log.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:   # a line cut short by a killed process: its step is written again
+            continue
+        if isinstance(rec, dict) and "outer_loss" in rec and "phase" not in rec and rec.get("step", steps) < steps:
+            by_step[rec["step"]] = rec
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def train_run(out: str | Path, cfg: MetaFitConfig, model: str | Path | None = None, calibration_people: int = 128,
+              force: bool = False, progress: bool = True) -> tuple[dict[str, Any], bool]:
+    """`metatune hmr train` into the run folder `out`: config.json, checkpoint.pt (every
+    cfg.pretrain_checkpoint_every pretraining and cfg.checkpoint_every meta-training steps, and at the end),
+    log.jsonl appended, training.png, metrics.json. Returns the metrics and whether anything was trained.
+
+    A folder holding an unfinished run of the same settings resumes it (ending where an uninterrupted run
+    would); a finished one is reported, not retrained; one holding another run is refused unless `force`.
+    """
+    from hmr.synthetic import make_split
+
+    run = RunFolder(out)
+    config = {"domain": "hmr", "verb": "train", "model": str(Path(model).resolve()) if model else "generated",
+              "calibration_people": calibration_people, **asdict(cfg)}
+    with run.lock():
+        resuming = run.start(config, TRAIN_DEFINING, force)
+        body = BodyModel.load(model)
+        if resuming:
+            fitter = MetaFitter.load(body, run.checkpoint, log_path=run.log, resume=True)
+            if fitter.finished:
+                if run.metrics.is_file():
+                    return json.loads(run.metrics.read_text()), False
+                return _report(run, fitter, resumed=True), False   # killed after its last checkpoint
+        else:
+            fitter = MetaFitter(body, cfg, log_path=run.log)
+        while fitter.pretrain_step < cfg.pretrain_steps:
+            fitter.pretrain(cfg.pretrain_checkpoint_every, progress=progress)
+            fitter.save(run.checkpoint, finished=False)
+        while fitter.tuner.step_count < cfg.meta_steps:
+            fitter.train(min(cfg.checkpoint_every, cfg.meta_steps - fitter.tuner.step_count), progress=progress)
+            fitter.save(run.checkpoint, finished=False)
+        fitter.calibrate(make_split(body, "train", calibration_people))
+        fitter.save(run.checkpoint)   # finished: what infer, adapt and evaluate load
+        return _report(run, fitter, resumed=resuming), True
+
+
+def _report(run: RunFolder, fitter: MetaFitter, resumed: bool) -> dict[str, Any]:
+    """training.png and metrics.json of a finished run, from its checkpoint's pretraining losses and its log."""
+    from hmr.training_plot import plot_training
+
+    hist = meta_history(run.log, fitter.tuner.step_count)
+    plot_training(fitter.pretrain_losses, hist, run / "training.png")
+    metrics = {"checkpoint": str(run.checkpoint), "resumed": resumed, "pretrain_steps": fitter.pretrain_step,
+               "meta_steps": fitter.tuner.step_count,
+               "pretrain_final": fitter.pretrain_losses[-1] if fitter.pretrain_losses else None,
+               "meta_final": hist[-1] if hist else None, "calibration": fitter.calibration}
+    write_json(run.metrics, metrics)
+    return metrics

@@ -93,7 +93,7 @@ def test_train_evaluate_and_infer_with_a_checkpoint(scene, tmp_path):
     assert main(train) == 0
     assert {"checkpoint.pt", "config.json", "log.jsonl", "training.png", "metrics.json"} <= {
         p.name for p in ckpt.iterdir()}
-    assert main(train) == 2  # a trained run is never overwritten without --force
+    assert main(train) == 0  # a finished run run again is reported complete, never retrained or overwritten
     assert main(["hmr", "evaluate", "--checkpoint", str(ckpt), "--people", "3", "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["summary"]
     assert metrics["meta_fit"]["iterations"] == 2 and metrics["smplify"]["iterations"] == 200

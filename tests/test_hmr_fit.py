@@ -11,6 +11,7 @@ from hmr.objective import FitWeights, fit_loss, posed_joints
 from hmr.pose_limits import pose_limits
 from hmr.smplify import SmplifyConfig, smplify
 from hmr.synthetic import SyntheticConfig, make_people, make_split, mean_start, people_problem
+from metatune.errors import MetatuneError
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +82,24 @@ def test_meta_fit_trains_adapts_and_round_trips(body, tmp_path):
     torch.testing.assert_close(a.joint_std_mm, b.joint_std_mm)
     err = root_relative_joints(body, a.params) - root_relative_joints(body, people.params)
     assert torch.isfinite(err).all()
+
+
+def test_pretraining_resumed_from_a_checkpoint_ends_where_one_go_does(body, tmp_path):
+    """Adam's moments, the one-cycle schedule over all the steps and the task generator go through the
+    checkpoint: 4 steps, save, load, 2 more equal 6 in one go; the unfinished checkpoint is refused for use."""
+    cfg = MetaFitConfig(pretrain_steps=6, train_pool=64, hidden=32, pretrain_batch=16, people_per_task=4)
+    whole = MetaFitter(body, cfg, scale=torch.ones(85))
+    whole.pretrain(progress=False)
+    part = MetaFitter(body, cfg, scale=torch.ones(85))
+    assert len(part.pretrain(4, progress=False)) == 4
+    part.save(tmp_path / "part.pt", finished=False)
+    with pytest.raises(MetatuneError, match="unfinished hmr train run .pretraining step 4 of 6"):
+        MetaFitter.load(body, tmp_path / "part.pt")
+    resumed = MetaFitter.load(body, tmp_path / "part.pt", resume=True)
+    assert resumed.pretrain(10, progress=False) == whole.pretrain_losses[4:]   # at most the rest
+    assert resumed.pretrain(progress=False) == [] and resumed.pretrain_losses == whole.pretrain_losses
+    for a, b in zip(whole.regressor.parameters(), resumed.regressor.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_uncertainty_updates_freeze_converged_parameters(body):
