@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Union, cast
 import torch
 from torch import Tensor
 
-from metatune.errors import MetatuneError
+from metatune.errors import MetatuneError, refuse_func_transforms
 from metatune.tree import Tensors, flatten, unflatten
 
 # The time index t is an int, except in the vectorized adjoint, where vmap over time passes a 0-d tensor.
@@ -124,19 +124,37 @@ def _saved_per_step(sim: _Sim, x0: Tensor, params: tuple[Tensor, ...]) -> int:
     return count
 
 
+def _second_order(sim: _Sim, store: bool, x0: Tensor, params: tuple[Tensor, ...], needs: tuple[bool, ...],
+                  g_states: Tensor, g_cost: Tensor) -> tuple[Tensor | None, ...]:
+    """The rollout's gradient as a differentiable graph (create_graph=True): the trajectory is simulated again
+    with autograd and differentiated with create_graph, so second-order methods (MAML through a rollout, a
+    Hessian-vector product in the gains) see exact second derivatives. Memory is then autograd's, O(horizon)."""
+    inputs = [t for t, need in zip((x0, *params), needs) if need]
+    if not inputs:
+        return tuple(None for _ in needs)
+    with torch.enable_grad():
+        states, total = sim.simulate(x0, params)
+        outs = [states if store else states[-1:], total]
+        got = iter(torch.autograd.grad(outs, inputs, [g_states, g_cost], create_graph=True, allow_unused=True))
+    return tuple(next(got) if need else None for need in needs)
+
+
 class _Adjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sim: _Sim, segment: int, store: bool, vectorize: bool, x0: Tensor, *params: Tensor):
         # Without `store`, keep only each segment's first state: memory O(T / segment) instead of O(T).
         states, total = sim.simulate(x0, params, 1 if store else segment)
         ctx.sim, ctx.segment, ctx.store, ctx.vectorize = sim, segment, store, vectorize
-        ctx.save_for_backward(states, *params)
+        ctx.save_for_backward(states, x0, *params)
         return (states if store else states[-1:]), total
 
     @staticmethod
     def backward(ctx, g_states: Tensor, g_cost: Tensor):
         sim: _Sim = ctx.sim
-        states, *params = ctx.saved_tensors
+        states, x0, *params = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a double backward will differentiate this gradient
+            return (None, None, None, None, *_second_order(sim, ctx.store, x0, tuple(params),
+                                                           ctx.needs_input_grad[4:], g_states, g_cost))
         store, vectorize, independent = ctx.store, ctx.vectorize, True
         leaves = tuple(p.detach().requires_grad_() for p in params)
         grads = [torch.zeros_like(p) for p in params]
@@ -305,13 +323,16 @@ class _Forward(torch.autograd.Function):
             states, all_sens = [x], [sens]
         out = torch.stack(states)
         sim.check_finite(out, 1 if store else sim.horizon)
-        ctx.sizes, ctx.shapes = sizes, shapes
-        ctx.save_for_backward(torch.stack(all_sens), dtotal, eye)
+        ctx.sizes, ctx.shapes, ctx.sim, ctx.store = sizes, shapes, sim, store
+        ctx.save_for_backward(torch.stack(all_sens), dtotal, eye, x0, *params)
         return out, total
 
     @staticmethod
     def backward(ctx, g_states: Tensor, g_cost: Tensor):
-        sens, dtotal, eye = ctx.saved_tensors  # [K, m, ..., nx], [m, ...], [m, n]
+        sens, dtotal, eye, x0, *params = ctx.saved_tensors  # [K, m, ..., nx], [m, ...], [m, n]
+        if torch.is_grad_enabled():  # a double backward will differentiate this gradient
+            return (None, None, *_second_order(ctx.sim, ctx.store, x0, tuple(params), ctx.needs_input_grad[2:],
+                                               g_states, g_cost))
         g = torch.einsum("tm...,t...->m", sens, g_states) + torch.einsum("m...,...->m", dtotal, g_cost)
         parts = torch.split(g @ eye, ctx.sizes)
         grads = tuple(c.reshape(s) if need else None
@@ -348,6 +369,9 @@ def rollout(
     """
     if grad not in GRADS:
         raise MetatuneError(f"unknown grad mode {grad!r}; choose one of {GRADS}")
+    if grad != "autograd":
+        refuse_func_transforms(f"rollout(grad={grad!r})", "Use torch.autograd.grad on it, or grad='autograd', "
+                               "which torch.func can trace.")
     if not isinstance(x0, Tensor) or x0.dim() < 1:
         raise MetatuneError("x0 must be a Tensor of shape [..., nx]")
     if horizon < 1:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Literal, TypeVar, overload
 import torch
 from torch import Tensor
 
-from metatune.errors import MetatuneError
+from metatune.errors import MetatuneError, refuse_func_transforms
 from metatune.implicit import implicit_solution
 from metatune.solvers import SOLVERS, make_solver
 from metatune.tree import Tensors, all_finite, flatten, unflatten
@@ -128,6 +128,8 @@ def solve(
     """
     if hypergrad not in HYPERGRADS:
         raise MetatuneError(f"unknown hypergrad mode {hypergrad!r}; choose one of {HYPERGRADS}")
+    refuse_func_transforms("solve", "Differentiate it with torch.autograd.grad (create_graph=True for second "
+                           "order), which the unroll, truncated and implicit modes support.")
     if solver not in SOLVERS:
         raise MetatuneError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
     if steps < 1:
