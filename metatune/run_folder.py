@@ -77,6 +77,9 @@ class RunFolder:
                                     "or give another --out") from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
+            for stale in self.path.glob(".*.tmp*"):  # left by a process killed mid-write (we hold the lock)
+                if stale.is_file():
+                    stale.unlink()
             yield self
         finally:
             os.close(fd)  # closing releases the flock
@@ -113,6 +116,20 @@ class RunFolder:
             self.append_log({"event": "restarted with --force"})
         write_json(self.config, config)
         return False
+
+    def read_log(self) -> list[dict]:
+        """The log's records; a last line cut short by a killed process is skipped."""
+        if not self.log.is_file():
+            return []
+        records = []
+        for line in self.log.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+        return records
 
     def append_log(self, record: dict) -> None:
         """Append one JSON record to the log (created on first use)."""

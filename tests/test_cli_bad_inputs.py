@@ -148,3 +148,16 @@ def test_the_console_script_reports_a_bad_path_with_status_2():
                            "/nonexistent.json", "--out", "/tmp/never"], capture_output=True, text=True)
     assert done.returncode == 2 and "file not found: /nonexistent.png" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_run_folder_sheds_a_killed_writers_temporaries_and_reads_a_cut_log(tmp_path):
+    from metatune.run_folder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.append_log({"step": 0, "outer_loss": 1.0})
+    with run.log.open("a") as fh:
+        fh.write('{"step": 1, "outer_lo')  # the process died mid-line
+    (tmp_path / "run" / ".checkpoint.abc.tmp.pt").write_bytes(b"half")
+    with run.lock():
+        assert not list((tmp_path / "run").glob(".*.tmp*"))
+    assert run.read_log() == [{"step": 0, "outer_loss": 1.0}]
