@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from metatune import distributed
 from metatune.adaptation import Adapted, inner_adapt
 from metatune.checkpoint import load as load_checkpoint
 from metatune.checkpoint import save as save_checkpoint
@@ -167,7 +168,8 @@ class MetaTuner:
         return tuple(torch.full((), self.config.inner_lr, dtype=p.dtype, device=p.device) for p in self.log_lr)
 
     def _adapt(self, task: Task, steps: int, create_graph: bool,
-               inner_loss: Callable[[Tensors, Task], Tensor] | None = None) -> Adapted:
+               inner_loss: Callable[[Tensors, Task], Tensor] | None = None,
+               generator: torch.Generator | None = None) -> Adapted:
         start = self._start(task)
         uncertain = self.config.method == "uncertainty"
         inner = inner_loss or self.inner_loss
@@ -180,46 +182,73 @@ class MetaTuner:
         prior_var = tuple(torch.exp(2 * p) for p in self.log_prior_std) if uncertain else None
         return inner_adapt(loss, start, steps, self._lrs(), create_graph=create_graph, prior_var=prior_var,
                            freeze_ratio=self.config.freeze_ratio, probes=self.config.probes,
-                           generator=self.generator)
+                           generator=generator or self.generator)
 
     # -- the three verbs ---------------------------------------------------------------------------
     def train(self, steps: int, sample_tasks: Callable[[int], Sequence[Task]] | None = None,
               progress: bool = True) -> list[dict]:
-        """Meta-train for `steps` outer iterations; returns (and logs as JSON lines) one record per step."""
+        """Meta-train for `steps` outer iterations; returns (and logs as JSON lines) one record per step.
+
+        Under torch.distributed (torchrun) the meta-batch is sharded across ranks and the meta-gradient
+        all-reduced (metatune.distributed): every rank ends each step with the same meta-parameters, equal to
+        a one-process run's up to float summation order; rank 0 alone writes the log.
+        """
         sampler = sample_tasks or self.sample_tasks
         if sampler is None:
             raise MetatuneError("MetaTuner.train needs sample_tasks (give it to the constructor or to train)")
         cfg, history = self.config, []
-        for _ in tqdm(range(steps), desc=f"meta-train ({cfg.method})", disable=not progress):
-            tasks = list(sampler(cfg.meta_batch))
+        rank, world = distributed.rank_world()
+        for _ in tqdm(range(steps), desc=f"meta-train ({cfg.method})", disable=not progress or rank != 0):
+            tasks = list(sampler(cfg.meta_batch))  # every rank draws the same meta-batch, then adapts its share
+            if not tasks:
+                raise MetatuneError("sample_tasks returned no tasks")
             outer: Tensor | float = 0.0
             pre, post = 0.0, 0.0
-            for task in tasks:
-                res = self._adapt(task, cfg.inner_steps, create_graph=not cfg.is_first_order)
+            mine = distributed.shard(len(tasks))
+            if len(mine) == 0:
+                self._start(tasks[0])  # creates the step sizes of a module init; this rank adds no gradient
+            for i in mine:
+                res = self._adapt(tasks[i], cfg.inner_steps, create_graph=not cfg.is_first_order,
+                                  generator=self._task_generator(i))
                 assert isinstance(res.params, tuple) and self._single is not None  # as _adapt returns them
-                outer = outer + self.outer_loss(unflatten(res.params, self._single), task)
+                outer = outer + self.outer_loss(unflatten(res.params, self._single), tasks[i])
                 pre, post = pre + res.losses[0], post + res.losses[-1]
-            outer = outer / len(tasks)
-            assert isinstance(outer, Tensor)  # a sum of outer losses over the (non-empty) batch
-            if not bool(torch.isfinite(outer)):
+            totals = torch.tensor([float(outer.detach()) if isinstance(outer, Tensor) else outer, pre, post],
+                                  dtype=torch.float64)
+            distributed.all_reduce_sum([totals])
+            mean_outer, mean_pre, mean_post = (float(v) / len(tasks) for v in totals)
+            if not math.isfinite(mean_outer):
                 raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
                                     "lower outer_lr or inner_lr")
             if self.optimizer is None:
                 self.optimizer = self._make_optimizer(self._param_groups())
             self.optimizer.zero_grad()
-            outer.backward()
+            if isinstance(outer, Tensor):
+                (outer / len(tasks)).backward()
+            if world > 1:
+                grads = []
+                for p in self.meta_parameters():
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    grads.append(p.grad)
+                distributed.all_reduce_sum(grads)
             self._check_gradients()
             torch.nn.utils.clip_grad_norm_(self.meta_parameters(), cfg.grad_clip)
             self.optimizer.step()
-            record = {"step": self.step_count, "outer_loss": float(outer.detach()),
-                      "inner_loss_before": pre / len(tasks), "inner_loss_after": post / len(tasks)}
+            record = {"step": self.step_count, "outer_loss": mean_outer, "inner_loss_before": mean_pre,
+                      "inner_loss_after": mean_post}
             self.step_count += 1
             history.append(record)
-            if self.log_path is not None:
+            if self.log_path is not None and rank == 0:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with self.log_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
         return history
+
+    def _task_generator(self, index: int) -> torch.Generator:
+        """The curvature probes of task `index` at this step: a function of (seed, step, index) alone, so a task
+        draws the same probes whichever rank adapts it."""
+        return torch.Generator().manual_seed((self.config.seed * 1_000_003 + self.step_count) * 1_009 + index)
 
     def _check_gradients(self) -> None:
         """Stop before a non-finite meta-gradient reaches the meta-parameters (and the next checkpoint)."""
@@ -270,8 +299,11 @@ class MetaTuner:
                 "generator": self.generator.get_state()}
 
     def save(self, path: str | Path, domain: str = "engine", kind: str = "meta_tuner") -> None:
-        """Write a checkpoint atomically, headed with its domain and kind and refused if anything is non-finite."""
-        save_checkpoint(path, self.state_dict(), domain, kind)
+        """Write a checkpoint atomically, headed with its domain and kind and refused if anything is non-finite
+        (under torch.distributed: rank 0 writes, the others wait for it)."""
+        if distributed.is_main():
+            save_checkpoint(path, self.state_dict(), domain, kind)
+        distributed.barrier()
 
     def load(self, path: str | Path, domain: str = "engine", kind: str = "meta_tuner") -> "MetaTuner":
         """Restore a checkpoint written by `save` (weights_only loading; domain, kind and content hash checked)."""

@@ -1,0 +1,35 @@
+"""MetaTuner.train under torchrun (gloo, CPU): 2 processes give the 1-process meta-parameters; rank 0 alone
+writes the log and the checkpoint."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metatune import checkpoint
+
+SCRIPT = Path(__file__).parent / "distributed" / "meta_train.py"
+
+
+def torchrun(nproc: int, *args: str) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("method", ["metasgd", "uncertainty"])
+def test_two_processes_meta_train_to_the_one_process_parameters(tmp_path, method):
+    one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
+    torchrun(1, str(SCRIPT), one, method)
+    torchrun(2, str(SCRIPT), two, method)
+    a = checkpoint.load(one, "engine", "meta_tuner")
+    b = checkpoint.load(two, "engine", "meta_tuner")
+    assert a["step"] == b["step"] == 4
+    for key in ("init", "log_lr", "log_prior_std"):
+        flat_a = torch.cat([t.reshape(-1) for t in (a[key].values() if isinstance(a[key], dict) else a[key])])
+        flat_b = torch.cat([t.reshape(-1) for t in (b[key].values() if isinstance(b[key], dict) else b[key])])
+        torch.testing.assert_close(flat_a, flat_b, rtol=1e-12, atol=1e-12)
+    # one writer: the log has one record per step, not one per rank
+    assert Path(two + ".jsonl").read_text().count("\n") == 4
