@@ -24,7 +24,7 @@ from hmr.objective import PARAM_DIM, FitProblem, FitWeights, fit_loss, hessian_d
 from hmr.regressor import KeypointRegressor
 from hmr.synthetic import People, SyntheticConfig, make_people, people_problem
 from metatune import checkpoint as mt_checkpoint
-from metatune.atomic import write_json
+from metatune.atomic import is_writer, write_json
 from metatune.run_folder import RunFolder, checkpoint_file
 
 Task = tuple[FitProblem, Tensor]  # keypoint problem, true root-relative joints [B, 24, 3] (train only)
@@ -206,7 +206,7 @@ class MetaFitter:
     def _log(self, record: dict) -> None:
         """Append a record to the log the tuner writes its meta-training steps to (if any)."""
         log = self.tuner.log_path
-        if log is not None:
+        if log is not None and is_writer():  # rank 0 alone under torchrun
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")

@@ -27,11 +27,21 @@ def _parent_ready(path: Path) -> None:
         raise MetatuneError(f"cannot create folder {path.parent}: {err.strerror or err}") from None
 
 
+def is_writer() -> bool:
+    """Whether this process writes files: yes, unless it is a rank other than 0 of a torchrun launch (whose
+    outputs rank 0 writes; read from the launcher's RANK, without importing torch)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix, for writers that look at it); renamed onto `path` on success,
-    removed on failure."""
+    removed on failure. On a rank other than 0 (torchrun) the file goes to a scratch folder and is dropped."""
     path = Path(path)
+    if not is_writer():
+        with tempfile.TemporaryDirectory(prefix="metatune-rank-") as scratch:
+            yield Path(scratch) / f"discarded{path.suffix}"
+        return
     _parent_ready(path)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
@@ -97,8 +107,13 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
 def staged_folder(folder: str | Path, stale: tuple[str, ...] = ()) -> Iterator[Path]:
     """A temporary folder beside `folder` to write several outputs into; on success each file is renamed into
     `folder` (files matching a `stale` glob that this run did not write are removed first, so a reused folder
-    holds no leftovers of an earlier run); on failure nothing in `folder` changes."""
+    holds no leftovers of an earlier run); on failure nothing in `folder` changes. On a rank other than 0
+    (torchrun) nothing is kept."""
     folder = Path(folder)
+    if not is_writer():
+        with tempfile.TemporaryDirectory(prefix="metatune-rank-") as scratch:
+            yield Path(scratch)
+        return
     if folder.exists() and not folder.is_dir():
         raise MetatuneError(f"{folder} is a file; a folder is wanted here")
     _parent_ready(folder / "x")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import tempfile
 import time
@@ -91,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser(_domains()).parse_args(argv)
         except SystemExit as done:  # argparse: --help (0) or a usage error it has printed (2)
             return done.code if isinstance(done.code, int) else EXIT_ERROR
+        if os.environ.get("WORLD_SIZE", "1") != "1":  # launched by torchrun: join its process group
+            from metatune import distributed
+            distributed.init_from_env(getattr(args, "device", "cpu"))
+            try:
+                return int(args.func(args) or 0)
+            finally:
+                distributed.shutdown()
         return int(args.func(args) or 0)
     except MetatuneError as err:
         return _error(str(err))

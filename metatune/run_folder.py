@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from metatune.atomic import write_json
+from metatune.atomic import is_writer, write_json
 from metatune.errors import MetatuneError
 
 CONFIG, CHECKPOINT, LOG, METRICS, LOCK = "config.json", "checkpoint.pt", "log.jsonl", "metrics.json", ".lock"
@@ -63,7 +63,11 @@ class RunFolder:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator["RunFolder"]:
-        """Hold the folder's lock; a second process gets a clear error instead of interleaving its writes."""
+        """Hold the folder's lock; a second process gets a clear error instead of interleaving its writes.
+        (The ranks of one torchrun launch are one writer: rank 0 holds the lock, the others write nothing.)"""
+        if not is_writer():
+            yield self
+            return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -101,6 +105,14 @@ class RunFolder:
         A run folder that holds another run (a stored config that differs in a `defining` key) is refused,
         naming the difference; `force` starts afresh (removing the old checkpoint, keeping a note in the log).
         """
+        if not is_writer():  # another rank of a torchrun launch: rank 0 decides, then this rank reads its decision
+            _barrier()
+            return self.read_config() is not None and self.checkpoint.is_file()
+        resumed = self._start(config, defining, force)
+        _barrier()
+        return resumed
+
+    def _start(self, config: dict[str, Any], defining: tuple[str, ...], force: bool) -> bool:
         stored = self.read_config()
         resumable = stored is not None and self.checkpoint.is_file()
         if resumable and not force:
@@ -132,10 +144,19 @@ class RunFolder:
         return records
 
     def append_log(self, record: dict) -> None:
-        """Append one JSON record to the log (created on first use)."""
+        """Append one JSON record to the log (created on first use; rank 0 alone under torchrun)."""
+        if not is_writer():
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         with self.log.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _barrier() -> None:
+    """Wait for the other ranks of a torchrun launch (nothing to wait for otherwise)."""
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        from metatune.distributed import barrier
+        barrier()
 
 
 def _canon(value: Any) -> Any:

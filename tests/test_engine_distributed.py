@@ -33,3 +33,25 @@ def test_two_processes_meta_train_to_the_one_process_parameters(tmp_path, method
         torch.testing.assert_close(flat_a, flat_b, rtol=1e-12, atol=1e-12)
     # one writer: the log has one record per step, not one per rank
     assert Path(two + ".jsonl").read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("verb", [
+    ["robot", "train", "--task", "pendulum", "--horizon", "20", "--robots-per-task", "2", "--inner-steps", "1",
+     "--steps", "3"],
+    ["hmr", "train", "--pretrain-steps", "4", "--steps", "2", "--inner-steps", "2", "--people", "4",
+     "--calibration-people", "4", "--train-pool", "64"],
+])
+def test_a_domains_train_verb_under_torchrun_writes_once_and_equals_one_process(tmp_path, verb):
+    one, two = tmp_path / "one", tmp_path / "two"
+    torchrun(1, "-m", "metatune", *verb, "--out", str(one))
+    torchrun(2, "-m", "metatune", *verb, "--out", str(two))
+    kind = ("robot", "meta_tuner") if verb[0] == "robot" else ("hmr", "meta_fit")
+    a = checkpoint.load(one / "checkpoint.pt", *kind)
+    b = checkpoint.load(two / "checkpoint.pt", *kind)
+    ta, tb = (s if verb[0] == "robot" else s["tuner"] for s in (a, b))
+    assert ta["step"] == tb["step"]
+    for key in ta["init"]:
+        torch.testing.assert_close(ta["init"][key], tb["init"][key], rtol=1e-6, atol=1e-7)
+    meta_lines = [line for line in (two / "log.jsonl").read_text().splitlines() if '"outer_loss"' in line]
+    assert len(meta_lines) == ta["step"]  # rank 0 alone logged
+    assert not list(two.glob(".*.tmp*")) and (two / "metrics.json").is_file()
