@@ -55,3 +55,18 @@ def test_a_domains_train_verb_under_torchrun_writes_once_and_equals_one_process(
     meta_lines = [line for line in (two / "log.jsonl").read_text().splitlines() if '"outer_loss"' in line]
     assert len(meta_lines) == ta["step"]  # rank 0 alone logged
     assert not list(two.glob(".*.tmp*")) and (two / "metrics.json").is_file()
+
+
+def test_relight_train_under_torchrun_equals_one_process(tmp_path):
+    from metatune.cli import main
+
+    assert main(["relight", "generate", "--out", str(tmp_path / "scene"), "--resolution", "16"]) == 0
+    verb = ["-m", "metatune", "relight", "train", "--scene", str(tmp_path / "scene"), "--resolution", "16",
+            "--steps", "4", "--meta-steps", "2"]
+    torchrun(1, *verb, "--out", str(tmp_path / "one"))
+    torchrun(2, *verb, "--out", str(tmp_path / "two"))
+    a = checkpoint.load(tmp_path / "one" / "checkpoint.pt", "relight", "run")
+    b = checkpoint.load(tmp_path / "two" / "checkpoint.pt", "relight", "run")
+    for key in a["module"]:  # float32 model: one ulp-scale differences from the all-reduce's summation order
+        torch.testing.assert_close(a["module"][key], b["module"][key], rtol=1e-5, atol=1e-5)
+    assert (tmp_path / "two" / "meta_log.jsonl").read_text().count("\n") == 2
