@@ -213,8 +213,9 @@ class MetaTuner:
                 assert isinstance(res.params, tuple) and self._single is not None  # as _adapt returns them
                 outer = outer + self.outer_loss(unflatten(res.params, self._single), tasks[i])
                 pre, post = pre + res.losses[0], post + res.losses[-1]
+            device = self.meta_parameters()[0].device  # nccl reduces tensors on the GPU only
             totals = torch.tensor([float(outer.detach()) if isinstance(outer, Tensor) else outer, pre, post],
-                                  dtype=torch.float64)
+                                  dtype=torch.float64, device=device)
             distributed.all_reduce_sum([totals])
             mean_outer, mean_pre, mean_post = (float(v) / len(tasks) for v in totals)
             if not math.isfinite(mean_outer):
