@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Every CUDA path in one short run, with timings, for a machine with NVIDIA GPUs (nothing here runs on CPU only):
+#   1. engine: MetaTuner meta-training and an adjoint rollout gradient on cuda
+#   2. gsplat (pip install gsplat==1.5.3, the [cuda] extra) against our CPU rasterizer
+#   3. PyTorch3D's CUDA mesh renderer
+#   4. MuJoCo off-screen rendering with MUJOCO_GL=egl
+#   5. 2-GPU meta-training under torchrun with nccl (skipped with fewer than 2 GPUs)
+# Usage: bash scripts/gpu_check.sh     (from the repository root, after make setup)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+fail=0
+step() {  # name, command...: run it, print its wall time and status
+  local name=$1; shift
+  local t0; t0=$(date +%s.%N)
+  if "$@"; then status=ok; else status=FAILED; fail=1; fi
+  printf '[gpu_check] %-34s %6.1f s  %s\n' "$name" "$(echo "$(date +%s.%N) - $t0" | bc)" "$status"
+}
+"$PY" -c "import torch, sys; print('[gpu_check]', torch.cuda.device_count(), 'GPU(s):', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'); sys.exit(not torch.cuda.is_available())" \
+  || { echo "[gpu_check] no CUDA device: nothing to check"; exit 1; }
+
+step "engine on cuda" "$PY" - <<'PYEOF'
+import time, torch, metatune as mt
+dev = torch.device("cuda")
+curv = torch.linspace(0.1, 10, 64, device=dev)
+gen = torch.Generator().manual_seed(0)
+def sample(n): return [torch.randn(64, generator=gen).to(dev) for _ in range(n)]
+def quad(x, c): return 0.5 * (curv * (x - c) ** 2).sum()
+t = mt.MetaTuner(torch.zeros(64, device=dev), quad, sample_tasks=sample,
+                 config=mt.MetaConfig(method="uncertainty", inner_steps=3, meta_batch=8))
+t0 = time.perf_counter(); t.train(20, progress=False); torch.cuda.synchronize()
+print(f"  MetaTuner uncertainty, 20 steps x 8 tasks: {time.perf_counter() - t0:.2f} s")
+def step(x, u): return torch.stack([x[..., 0] + 0.01 * x[..., 1], x[..., 1] + 0.01 * (u[..., 0] - torch.sin(x[..., 0]))], -1)
+k = torch.tensor([1.0, 0.5], device=dev, requires_grad=True)
+x0 = torch.randn(256, 2, device=dev)
+t0 = time.perf_counter()
+out = mt.rollout(step, x0, lambda x, t, k: -(k * x).sum(-1, keepdim=True), k, 1000, grad="adjoint",
+                 cost=lambda x, u, t: (x ** 2).sum(-1), store_states=False)
+out.cost.sum().backward(); torch.cuda.synchronize()
+print(f"  adjoint rollout gradient, batch 256 x 1000 steps: {time.perf_counter() - t0:.2f} s")
+PYEOF
+step "gsplat vs CPU rasterizer" "$PY" -m pytest -q -rs tests/test_relight_rasterize.py -k gsplat
+step "PyTorch3D CUDA renderer" "$PY" - <<'PYEOF'
+import time, torch
+from pytorch3d.renderer import (FoVPerspectiveCameras, MeshRasterizer, MeshRenderer, PointLights, RasterizationSettings,
+                                SoftPhongShader, TexturesVertex, look_at_view_transform)
+from pytorch3d.utils import ico_sphere
+dev = torch.device("cuda")
+mesh = ico_sphere(5, dev)
+mesh.textures = TexturesVertex(torch.ones_like(mesh.verts_padded()))
+R, T = look_at_view_transform(2.7, 0, 0)
+cams = FoVPerspectiveCameras(device=dev, R=R, T=T)
+r = MeshRenderer(MeshRasterizer(cams, RasterizationSettings(image_size=512)),
+                 SoftPhongShader(device=dev, cameras=cams, lights=PointLights(device=dev)))
+img = r(mesh); torch.cuda.synchronize(); t0 = time.perf_counter(); img = r(mesh); torch.cuda.synchronize()
+assert img.shape == (1, 512, 512, 4) and float(img[..., 3].mean()) > 0.1
+print(f"  512x512 Phong sphere: {1000 * (time.perf_counter() - t0):.1f} ms")
+PYEOF
+step "MuJoCo MUJOCO_GL=egl" env MUJOCO_GL=egl "$PY" - <<'PYEOF'
+import time
+import mujoco
+m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos="0 0 3"/><geom type="sphere" size="0.3"/></worldbody></mujoco>')
+d = mujoco.MjData(m); mujoco.mj_forward(m, d)
+r = mujoco.Renderer(m, 256, 256)
+t0 = time.perf_counter(); r.update_scene(d); img = r.render(); r.close()
+assert img.shape == (256, 256, 3) and img.max() > 0
+print(f"  256x256 frame: {1000 * (time.perf_counter() - t0):.1f} ms")
+PYEOF
+if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+  out=$(mktemp -d)
+  cat > "$out/nccl.py" <<'PYEOF'
+import torch, torch.distributed as dist
+from metatune import distributed
+distributed.init_from_env("cuda")
+t = torch.full((4,), float(dist.get_rank() + 1), device="cuda")
+distributed.all_reduce_sum([t])
+assert torch.allclose(t, torch.full_like(t, 3.0)), t
+distributed.shutdown()
+PYEOF
+  step "all-reduce, 2 GPUs (nccl)" "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 "$out/nccl.py"
+  step "robot train, torchrun x2 (gloo)" "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 -m metatune \
+    robot train --task pendulum --horizon 50 --robots-per-task 4 --steps 4 --out "$out/run"
+  rm -rf "$out"
+else
+  echo "[gpu_check] torchrun 2 GPUs: skipped (fewer than 2 GPUs)"
+fi
+exit $fail
