@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from metatune import distributed
 from metatune.adaptation import Adapted, inner_adapt
+from metatune.batched import batched_adapt_and_score, stack_tasks
 from metatune.checkpoint import load as load_checkpoint
 from metatune.checkpoint import save as save_checkpoint
 from metatune.errors import MetatuneError
@@ -37,6 +38,7 @@ class MetaConfig:
     probes: int = 1               # uncertainty: Hutchinson probes per step for the curvature
     grad_clip: float = 10.0
     seed: int = 0
+    batch_tasks: bool | None = None  # adapt a meta-batch in one vmap (metatune.batched); None: when tasks stack
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -100,6 +102,7 @@ class MetaTuner:
         self.step_count = 0
         # the tuner's own randomness (curvature probes): seeded by the config, never the global generator
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        self._vmap_failed = False  # batch_tasks=None found the losses cannot be vmapped: the loop runs them
         if isinstance(self.init, _FixedInit):  # shapes known now; an amortised init reveals them on first use
             self._ensure_meta(tuple(self.init.values))
 
@@ -205,34 +208,35 @@ class MetaTuner:
             outer: Tensor | float = 0.0
             pre, post = 0.0, 0.0
             mine = distributed.shard(len(tasks))
-            if len(mine) == 0:
-                self._start(tasks[0])  # creates the step sizes of a module init; this rank adds no gradient
-            for i in mine:
+            self._start(tasks[0])  # creates the step sizes of a module init (outside any vmap)
+            batched = self._batched([tasks[i] for i in mine]) if len(mine) > 1 else None
+            if batched is not None:
+                outer, pre, post = batched
+            for i in mine if batched is None else ():
                 res = self._adapt(tasks[i], cfg.inner_steps, create_graph=not cfg.is_first_order,
                                   generator=self._task_generator(i))
                 assert isinstance(res.params, tuple) and self._single is not None  # as _adapt returns them
                 outer = outer + self.outer_loss(unflatten(res.params, self._single), tasks[i])
                 pre, post = pre + res.losses[0], post + res.losses[-1]
-            device = self.meta_parameters()[0].device  # nccl reduces tensors on the GPU only
-            totals = torch.tensor([float(outer.detach()) if isinstance(outer, Tensor) else outer, pre, post],
-                                  dtype=torch.float64, device=device)
-            distributed.all_reduce_sum([totals])
-            mean_outer, mean_pre, mean_post = (float(v) / len(tasks) for v in totals)
-            if not math.isfinite(mean_outer):
-                raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
-                                    "lower outer_lr or inner_lr")
             if self.optimizer is None:
                 self.optimizer = self._make_optimizer(self._param_groups())
             self.optimizer.zero_grad()
             if isinstance(outer, Tensor):
                 (outer / len(tasks)).backward()
+            device = self.meta_parameters()[0].device  # nccl reduces tensors on the GPU only
+            totals = torch.tensor([float(outer.detach()) if isinstance(outer, Tensor) else outer, pre, post],
+                                  dtype=torch.float64, device=device)
+            reduced = [totals]
             if world > 1:
-                grads = []
                 for p in self.meta_parameters():
                     if p.grad is None:
                         p.grad = torch.zeros_like(p)
-                    grads.append(p.grad)
-                distributed.all_reduce_sum(grads)
+                    reduced.append(p.grad)
+            distributed.all_reduce_sum(reduced)  # the loss totals and the meta-gradient in one collective
+            mean_outer, mean_pre, mean_post = (float(v) / len(tasks) for v in totals)
+            if not math.isfinite(mean_outer):
+                raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
+                                    "lower outer_lr or inner_lr")
             self._check_gradients()
             torch.nn.utils.clip_grad_norm_(self.meta_parameters(), cfg.grad_clip)
             self.optimizer.step()
@@ -245,6 +249,40 @@ class MetaTuner:
                 with self.log_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
         return history
+
+    def _batched(self, tasks: list[Task]) -> tuple[Tensor, float, float] | None:
+        """The summed outer loss and inner losses before/after of `tasks` adapted in one vmap, or None when the
+        loop must run them: curvature probes (method "uncertainty"), tasks that do not stack, batch_tasks=False,
+        or (batch_tasks=None) losses that torch.func cannot trace."""
+        mode = self.config.batch_tasks
+        if mode is False or self.config.method == "uncertainty" or self._vmap_failed:
+            return None
+        stacked = stack_tasks(tasks)
+        if stacked is None:
+            if mode:
+                raise MetatuneError("batch_tasks=True needs tasks that are tensors (or tuples of tensors) of one shape")
+            return None
+        single = self._single
+        assert single is not None  # set by _start
+
+        def start(task: Any) -> tuple[Tensor, ...]:
+            return flatten(self.init(task), "init(task)")[0]
+
+        def inner(p: tuple[Tensor, ...], task: Any) -> Tensor:
+            return self.inner_loss(unflatten(p, single), task)
+
+        def outer(p: tuple[Tensor, ...], task: Any) -> Tensor:
+            return self.outer_loss(unflatten(p, single), task)
+
+        try:
+            o, pre, post = batched_adapt_and_score(start, inner, outer, stacked, self.config.inner_steps, self._lrs(),
+                                                   self.config.is_first_order)
+        except Exception as err:  # the losses do something vmap cannot batch: the loop computes the same
+            if mode:
+                raise MetatuneError(f"batch_tasks=True: the losses cannot be vmapped over tasks ({err})") from err
+            self._vmap_failed = True
+            return None
+        return o.sum(), float(pre.sum()), float(post.sum())
 
     def _task_generator(self, index: int) -> torch.Generator:
         """The curvature probes of task `index` at this step: a function of (seed, step, index) alone, so a task

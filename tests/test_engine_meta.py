@@ -224,4 +224,36 @@ def test_checkpoints_name_their_domain_and_detect_corruption(tmp_path):
     with pytest.raises(mt.MetatuneError, match="corrupted"):
         make("metasgd").load(tmp_path / "t.pt", domain="robot", kind="meta_tuner")
 
+
+@pytest.mark.parametrize("method", ["maml", "fomaml", "metasgd"])
+def test_a_meta_batch_adapted_in_one_vmap_equals_the_loop(method):
+    def run(batch_tasks):
+        gen = torch.Generator().manual_seed(0)
+        cfg = mt.MetaConfig(method=method, inner_steps=3, inner_lr=0.05, outer_lr=0.05, meta_batch=6,
+                            batch_tasks=batch_tasks)
+        tuner = mt.MetaTuner(torch.zeros(5), quad, sample_tasks=lambda n: sample(n, gen), config=cfg)
+        hist = tuner.train(5, progress=False)
+        return [p.detach() for p in tuner.meta_parameters()], hist
+
+    (batched, hb), (looped, hl) = run(True), run(False)
+    for a, b in zip(batched, looped):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(hb, hl):
+        assert a == pytest.approx(b, rel=1e-12)
+
+
+def test_losses_vmap_cannot_trace_fall_back_to_the_loop():
+    def branchy(x, c):  # data-dependent Python control flow: vmap refuses it, the loop runs it
+        return quad(x, c) if float(c.sum()) > -100 else quad(2 * x, c)
+
+    gen = torch.Generator().manual_seed(0)
+    tuner = mt.MetaTuner(torch.zeros(5), branchy, sample_tasks=lambda n: sample(n, gen),
+                         config=mt.MetaConfig(method="metasgd", inner_steps=1, meta_batch=3))
+    tuner.train(2, progress=False)
+    assert tuner._vmap_failed and tuner.step_count == 2
+    forced = mt.MetaTuner(torch.zeros(5), branchy, sample_tasks=lambda n: sample(n, gen),
+                          config=mt.MetaConfig(method="metasgd", inner_steps=1, meta_batch=3, batch_tasks=True))
+    with pytest.raises(mt.MetatuneError, match="batch_tasks=True: the losses cannot be vmapped"):
+        forced.train(1, progress=False)
+
 torch.set_default_dtype(torch.float32)
