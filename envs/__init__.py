@@ -4,8 +4,9 @@ The names import on first use (PEP 562): the CLI registers `metatune robot` with
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from metatune.lazy import lazy_attributes
 
 _LAZY = {"ROBOTS": "envs.catalog", "default_params": "envs.catalog", "make": "envs.catalog",
          "MujocoDynamics": "envs.mujoco_dynamics", "PlanarChain": "envs.planar_chain", "Quadrotor": "envs.quadrotor"}
@@ -17,12 +18,7 @@ if TYPE_CHECKING:
     from envs.quadrotor import Quadrotor
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = ["ROBOTS", "MujocoDynamics", "PlanarChain", "Quadrotor", "default_params", "make"]

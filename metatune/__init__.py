@@ -6,10 +6,10 @@ is imported.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from metatune.errors import MetatuneError
+from metatune.lazy import lazy_attributes
 
 _LAZY = {"Adapted": "metatune.adaptation", "solve_least_squares": "metatune.least_squares",
          "MetaConfig": "metatune.meta", "MetaTuner": "metatune.meta", "Rollout": "metatune.rollout",
@@ -23,16 +23,7 @@ if TYPE_CHECKING:
     from metatune.solve import SolveInfo, solve
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'metatune' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = ["solve", "solve_least_squares", "rollout", "Rollout", "MetaTuner", "MetaConfig", "Adapted",
