@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/hmr.py --quick
 	$(PY) benchmarks/relight.py --quick
 	$(PY) benchmarks/cli.py
+	$(PY) benchmarks/meta_training.py --quick
 
 clean:
 	rm -rf runs .pytest_cache

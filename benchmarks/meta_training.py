@@ -110,47 +110,43 @@ def run_vmap(batches):
     return (time.perf_counter() - t0) / len(batches), float(loss.detach())
 
 
-def run_autograd_loop(batches):
-    params = [p.clone().requires_grad_() for p in init_params()]
+def _task_loop(batches, adapt):
+    """Meta-train looping over tasks, as loop-based libraries do: adapt(task, params) -> adapted params."""
+    params = tuple(p.clone().requires_grad_() for p in init_params())
     opt = torch.optim.Adam(params, lr=OUTER_LR)
     t0 = time.perf_counter()
     for b in batches:
-        total = 0.0
-        for i in range(META_BATCH):
-            task, x = one_task(b, i), tuple(params)
-            for _ in range(INNER_STEPS):
-                g = torch.autograd.grad(support_loss(x, task), x, create_graph=True)
-                x = tuple(xi - INNER_LR * gi for xi, gi in zip(x, g))
-            total = total + query_loss(x, task)
-        loss = total / META_BATCH
+        loss = sum(query_loss(adapt(one_task(b, i), params), one_task(b, i)) for i in range(META_BATCH)) / META_BATCH
         opt.zero_grad()
         loss.backward()
         opt.step()
     return (time.perf_counter() - t0) / len(batches), float(loss.detach())
+
+
+def run_autograd_loop(batches):
+    def adapt(task, x):
+        for _ in range(INNER_STEPS):
+            g = torch.autograd.grad(support_loss(x, task), x, create_graph=True)
+            x = tuple(xi - INNER_LR * gi for xi, gi in zip(x, g))
+        return x
+
+    return _task_loop(batches, adapt)
 
 
 def run_torchopt(batches):
     import torchopt
 
-    params = tuple(p.clone().requires_grad_() for p in init_params())
-    opt = torch.optim.Adam(params, lr=OUTER_LR)
     inner_opt = torchopt.sgd(lr=INNER_LR)
-    t0 = time.perf_counter()
-    for b in batches:
-        total = 0.0
-        for i in range(META_BATCH):
-            task, x = one_task(b, i), params
-            state = inner_opt.init(x)
-            for _ in range(INNER_STEPS):
-                g = torch.autograd.grad(support_loss(x, task), x, create_graph=True)
-                updates, state = inner_opt.update(g, state, inplace=False)
-                x = torchopt.apply_updates(x, updates, inplace=False)
-            total = total + query_loss(x, task)
-        loss = total / META_BATCH
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - t0) / len(batches), float(loss.detach())
+
+    def adapt(task, x):
+        state = inner_opt.init(x)
+        for _ in range(INNER_STEPS):
+            g = torch.autograd.grad(support_loss(x, task), x, create_graph=True)
+            updates, state = inner_opt.update(g, state, inplace=False)
+            x = torchopt.apply_updates(x, updates, inplace=False)
+        return x
+
+    return _task_loop(batches, adapt)
 
 
 class _Net(torch.nn.Module):
