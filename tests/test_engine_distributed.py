@@ -70,3 +70,45 @@ def test_relight_train_under_torchrun_equals_one_process(tmp_path):
     for key in a["module"]:  # float32 model: one ulp-scale differences from the all-reduce's summation order
         torch.testing.assert_close(a["module"][key], b["module"][key], rtol=1e-5, atol=1e-5)
     assert (tmp_path / "two" / "meta_log.jsonl").read_text().count("\n") == 2
+
+
+def _rank_pids(launcher_pid: int) -> dict[int, int]:
+    """rank -> pid of the workers a torchrun launcher started (read from /proc)."""
+    out = {}
+    for child in Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split():
+        try:
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in env:
+            if item.startswith(b"RANK="):
+                out[int(item[5:])] = int(child)
+    return out
+
+
+def test_a_torchrun_training_resumes_after_a_rank_is_killed(tmp_path):
+    import os
+    import signal
+    import time
+
+    verb = ["-m", "metatune", "robot", "train", "--task", "pendulum", "--horizon", "20", "--robots-per-task", "2",
+            "--inner-steps", "1", "--steps", "15"]
+    torchrun(1, *verb, "--out", str(tmp_path / "whole"))
+    run = tmp_path / "parts"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *verb, "--out", str(run)]
+    launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists() and time.time() < deadline and launcher.poll() is None:
+        time.sleep(0.05)
+    assert (run / "checkpoint.pt").exists() and launcher.poll() is None, "no checkpoint before the run ended"
+    os.kill(_rank_pids(launcher.pid)[1], signal.SIGKILL)  # the rank that writes nothing
+    assert launcher.wait(timeout=120) != 0
+    done = checkpoint.load(run / "checkpoint.pt", "robot", "meta_tuner")["step"]
+    assert 0 < done < 15
+    torchrun(2, *verb, "--out", str(run))  # the same command again
+    a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt", "robot", "meta_tuner")
+    b = checkpoint.load(run / "checkpoint.pt", "robot", "meta_tuner")
+    assert a["step"] == b["step"] == 15
+    for key in a["init"]:
+        torch.testing.assert_close(a["init"][key], b["init"][key], rtol=1e-6, atol=1e-7)
