@@ -1,7 +1,6 @@
 """`metatune demo --only hmr`: render a generated person, fit it from its keypoints, score against the truth."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,7 @@ from hmr.objective import global_rotation, unpack
 from hmr.overlay import overlay
 from hmr.synthetic import SyntheticConfig, make_people, make_split
 from hmr.training_plot import plot_training
+from metatune.atomic import write_json, write_with
 
 
 def gradient_background(width: int, height: int) -> np.ndarray:  # [H, W, 3] uint8: sky-to-floor gradient
@@ -45,15 +45,20 @@ def _untranslated(body: BodyModel, params: torch.Tensor):
 def run_demo(out_dir: Path, pretrain_steps: int = 1000, meta_steps: int = 15) -> dict:
     """Writes person.png, keypoints.json, meta.pt, training.png, overlay.png, person_0.obj, result.json,
     metrics.json (and the baseline's fit under smplify/)."""
-    torch.manual_seed(0)
+    with torch.random.fork_rng(devices=[]):  # the demo's own seed; the caller's global RNG is left as it was
+        torch.manual_seed(0)
+        return _run_demo(out_dir, pretrain_steps, meta_steps)
+
+
+def _run_demo(out_dir: Path, pretrain_steps: int, meta_steps: int) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     body = BodyModel.load()
     data = SyntheticConfig(missing=0.1, outliers=0.0, min_width=480, max_width=640)
     person = make_people(body, 1, seed=20261122, cfg=data)
     w, h, f = int(person.width[0]), int(person.height[0]), float(person.focal[0])
     img = person_image(body, person.params, w, h, f)
-    cv2.imwrite(str(out_dir / "person.png"), img[..., ::-1])
-    (out_dir / "keypoints.json").write_text(json.dumps(body25_json(person.kp_xy, person.kp_conf)))
+    write_with(out_dir / "person.png", lambda tmp: cv2.imwrite(str(tmp), img[..., ::-1]))
+    write_json(out_dir / "keypoints.json", body25_json(person.kp_xy, person.kp_conf), indent=None)
 
     fitter = MetaFitter(body, MetaFitConfig(pretrain_steps=pretrain_steps, meta_steps=meta_steps))
     pre = fitter.pretrain()
@@ -74,7 +79,7 @@ def run_demo(out_dir: Path, pretrain_steps: int = 1000, meta_steps: int = 15) ->
                          "pve_mm": float(pve(pv, gv, pj[:, 0], gj[:, 0])),
                          "mean_joint_std_mm": float(np.mean(res["people"][0]["joint_std_mm"][1:])),
                          "fit_loss": res["people"][0]["fit_loss"]}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out_dir / "metrics.json", metrics)
     return {"meta_pa_mpjpe_mm": round(metrics["meta_fit"]["pa_mpjpe_mm"], 1),
             "smplify_pa_mpjpe_mm": round(metrics["smplify"]["pa_mpjpe_mm"], 1),
             "meta_mpjpe_mm": round(metrics["meta_fit"]["mpjpe_mm"], 1),

@@ -7,8 +7,6 @@ and the generated body model file.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from hmr.keypoints import BODY25_TO_SMPLX, COCO17_TO_SMPLX, body25_json  # noqa:
 from hmr.objective import global_rotation, unpack  # noqa: E402
 from hmr.overlay import overlay  # noqa: E402
 from hmr.synthetic import SyntheticConfig, make_people  # noqa: E402
+from metatune.atomic import write_bytes, write_json, write_with
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,17 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     img = overlay(gradient_background(w, h), verts, torch.as_tensor(body.faces), f, (w / 2, h / 2), opacity=1.0,
                   render_px=240, colours=np.array([[0.62, 0.70, 0.82]]))
     args.out.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out / "image.png"), img[..., ::-1])
+    write_with(args.out / "image.png", lambda tmp: cv2.imwrite(str(tmp), img[..., ::-1]))
     g = torch.Generator().manual_seed(args.seed)
     kp25 = uv[:, BODY25_TO_SMPLX] + 2 * torch.randn(args.people, 25, 2, generator=g)
-    (args.out / "body25.json").write_text(json.dumps(body25_json(kp25, torch.ones(args.people, 25))))
+    write_json(args.out / "body25.json", body25_json(kp25, torch.ones(args.people, 25)), indent=None)
     kp17 = uv[:, COCO17_TO_SMPLX]
     anns = [{"image_id": 1, "category_id": 1, "num_keypoints": 17,
              "keypoints": torch.cat([kp17[i], torch.full((17, 1), 2.0)], 1).flatten().tolist()}
             for i in range(args.people)]
-    (args.out / "coco17.json").write_text(json.dumps({"images": [{"id": 1, "width": w, "height": h}],
-                                                      "annotations": anns}))
-    shutil.copy(generated_model_path(), args.out / "SMPL_NEUTRAL_generated.pkl")
+    write_json(args.out / "coco17.json", {"images": [{"id": 1, "width": w, "height": h}], "annotations": anns},
+               indent=None)
+    write_bytes(args.out / "SMPL_NEUTRAL_generated.pkl", generated_model_path().read_bytes())
     print(f"wrote {args.out}/image.png, body25.json, coco17.json, SMPL_NEUTRAL_generated.pkl")
     return 0
 
