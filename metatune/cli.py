@@ -50,7 +50,7 @@ def run_demo(args: argparse.Namespace, domains: dict[str, ModuleType]) -> int:
     from metatune.demo import engine_demo
     from metatune.verb_args import torch_device
 
-    torch_device(args.device)
+    torch_device(args.device, "the demo's parts run on CPU (the domains' verbs do, today)")
     out: Path = args.out
     wanted = args.only if args.only else ["engine", *domains]
     summary: dict[str, dict] = {}
