@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from metatune.lazy import lazy_attributes
+from metatune.lazy import install_lazy_attributes
 
 _LAZY = {"ROBOTS": "envs.catalog", "default_params": "envs.catalog", "make": "envs.catalog",
          "MujocoDynamics": "envs.mujoco_dynamics", "PlanarChain": "envs.planar_chain", "Quadrotor": "envs.quadrotor"}
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from envs.quadrotor import Quadrotor
 
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+install_lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["ROBOTS", "MujocoDynamics", "PlanarChain", "Quadrotor", "default_params", "make"]

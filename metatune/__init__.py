@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from metatune.errors import MetatuneError
-from metatune.lazy import lazy_attributes
+from metatune.lazy import install_lazy_attributes
 
 _LAZY = {"Adapted": "metatune.adaptation", "solve_least_squares": "metatune.least_squares",
          "MetaConfig": "metatune.meta", "MetaTuner": "metatune.meta", "Rollout": "metatune.rollout",
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from metatune.solve import SolveInfo, solve
 
 
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+install_lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["solve", "solve_least_squares", "rollout", "Rollout", "MetaTuner", "MetaConfig", "Adapted",

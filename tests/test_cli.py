@@ -34,3 +34,14 @@ def test_parsing_every_verb_imports_no_torch():
             "print(heavy); sys.exit(bool(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_lazy_api_names_stay_functions_after_their_modules_are_imported():
+    """`metatune.solve` the function, not the module, however the modules were imported first (a demo or a
+    domain importing `metatune.solve` used to shadow it: `mt.solve(...)` then failed)."""
+    code = ("import sys, metatune as mt; import metatune.solve, metatune.rollout, metatune.demo; "
+            "ok = callable(mt.solve) and mt.solve.__module__ == 'metatune.solve' and callable(mt.rollout) "
+            "and mt.rollout.__module__ == 'metatune.rollout' and mt.MetaTuner.__name__ == 'MetaTuner'; "
+            "sys.exit(0 if ok else 1)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
