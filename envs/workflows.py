@@ -46,7 +46,7 @@ def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int |
         while tuner.step_count < steps:
             tuner.train(min(checkpoint_every, steps - tuner.step_count), progress=progress)
             tuner.save(run.checkpoint, DOMAIN, KIND)
-        history = training_history(run, tuner.step_count)
+        history = run.step_history(tuner.step_count)
         plot_curves({"before adaptation": [h["inner_loss_before"] for h in history],
                      "after adaptation (query)": [h["outer_loss"] for h in history]},
                     run / "training.png", f"{task}: meta-training", "meta-training step",
@@ -56,15 +56,6 @@ def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int |
                    "checkpoint": str(run.checkpoint)}
         write_json(run.metrics, metrics)
     return metrics
-
-
-def training_history(run: RunFolder, steps: int) -> list[dict]:
-    """The log's record of each step < steps (the last one written, if a killed run wrote a step twice)."""
-    by_step: dict[int, dict] = {}
-    for rec in run.read_log():
-        if isinstance(rec.get("step"), int) and rec["step"] < steps:
-            by_step[rec["step"]] = rec
-    return [by_step[k] for k in sorted(by_step)]
 
 
 def load_tuner(checkpoint: Path) -> tuple[TuningProblem, mt.MetaTuner]:

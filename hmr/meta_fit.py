@@ -24,7 +24,7 @@ from hmr.objective import PARAM_DIM, FitProblem, FitWeights, fit_loss, hessian_d
 from hmr.regressor import KeypointRegressor
 from hmr.synthetic import People, SyntheticConfig, make_people, people_problem
 from metatune import checkpoint as mt_checkpoint
-from metatune.atomic import is_writer, write_json
+from metatune.atomic import append_jsonl, write_json
 from metatune.run_folder import RunFolder, checkpoint_file
 
 Task = tuple[FitProblem, Tensor]  # keypoint problem, true root-relative joints [B, 24, 3] (train only)
@@ -205,11 +205,8 @@ class MetaFitter:
 
     def _log(self, record: dict) -> None:
         """Append a record to the log the tuner writes its meta-training steps to (if any)."""
-        log = self.tuner.log_path
-        if log is not None and is_writer():  # rank 0 alone under torchrun
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with log.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+        if self.tuner.log_path is not None:
+            append_jsonl(self.tuner.log_path, record)  # rank 0 alone under torchrun
 
     def train(self, steps: int | None = None, progress: bool = True) -> list[dict]:
         """Meta-train initialisation, step sizes and prior variances by simulating the fit."""
@@ -308,22 +305,6 @@ class MetaFitter:
 KIND = "meta_fit"
 
 
-def meta_history(log: Path, steps: int) -> list[dict]:
-    """The log's meta-training record of each step < steps: the last one written, as a killed run may have
-    written a step its resumed run wrote again (pretraining records carry a "phase" and are skipped)."""
-    by_step: dict[int, dict] = {}
-    if not log.is_file():
-        return []
-    for line in log.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:   # a line cut short by a killed process: its step is written again
-            continue
-        if isinstance(rec, dict) and "outer_loss" in rec and "phase" not in rec and rec.get("step", steps) < steps:
-            by_step[rec["step"]] = rec
-    return [by_step[k] for k in sorted(by_step)]
-
-
 def train_run(out: str | Path, cfg: MetaFitConfig, model: str | Path | None = None, calibration_people: int = 128,
               force: bool = False, progress: bool = True) -> tuple[dict[str, Any], bool]:
     """`metatune hmr train` into the run folder `out`: config.json, checkpoint.pt (every
@@ -364,7 +345,7 @@ def _report(run: RunFolder, fitter: MetaFitter, resumed: bool) -> dict[str, Any]
     """training.png and metrics.json of a finished run, from its checkpoint's pretraining losses and its log."""
     from hmr.training_plot import plot_training
 
-    hist = meta_history(run.log, fitter.tuner.step_count)
+    hist = run.step_history(fitter.tuner.step_count)
     plot_training(fitter.pretrain_losses, hist, run / "training.png")
     metrics = {"checkpoint": str(run.checkpoint), "resumed": resumed, "pretrain_steps": fitter.pretrain_step,
                "meta_steps": fitter.tuner.step_count,

@@ -90,6 +90,17 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     return write_text(path, text)
 
 
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one JSON record as a line of a log (created with its folder on first use); on a rank other than
+    0 of a torchrun launch nothing is written. A line cut short by a killed process is skipped by readers."""
+    if not is_writer():
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
 def write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     """Let `writer(tmp_path)` write the file (torch.save, fig.savefig, cv2.imwrite, ...), then rename it."""
     with atomic_path(path) as tmp:

@@ -1,7 +1,6 @@
 """`MetaTuner`: meta-learns, over a distribution of tasks, what makes a few inner steps adapt well."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -13,6 +12,7 @@ from tqdm.auto import tqdm
 
 from metatune import distributed
 from metatune.adaptation import Adapted, inner_adapt
+from metatune.atomic import append_jsonl
 from metatune.batched import batched_adapt_and_score, stack_tasks
 from metatune.checkpoint import load as load_checkpoint
 from metatune.checkpoint import save as save_checkpoint
@@ -244,10 +244,8 @@ class MetaTuner:
                       "inner_loss_after": mean_post}
             self.step_count += 1
             history.append(record)
-            if self.log_path is not None and rank == 0:
-                self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                with self.log_path.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+            if self.log_path is not None:
+                append_jsonl(self.log_path, record)  # rank 0 alone under torchrun
         return history
 
     def _batched(self, tasks: list[Task]) -> tuple[Tensor, float, float] | None:
@@ -340,8 +338,7 @@ class MetaTuner:
     def save(self, path: str | Path, domain: str = "engine", kind: str = "meta_tuner") -> None:
         """Write a checkpoint atomically, headed with its domain and kind and refused if anything is non-finite
         (under torch.distributed: rank 0 writes, the others wait for it)."""
-        if distributed.is_main():
-            save_checkpoint(path, self.state_dict(), domain, kind)
+        save_checkpoint(path, self.state_dict(), domain, kind)  # the file layer writes on rank 0 only
         distributed.barrier()
 
     def load(self, path: str | Path, domain: str = "engine", kind: str = "meta_tuner") -> "MetaTuner":

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from metatune.atomic import is_writer, write_json
+from metatune.atomic import append_jsonl, is_writer, write_json
 from metatune.errors import MetatuneError
 
 CONFIG, CHECKPOINT, LOG, METRICS, LOCK = "config.json", "checkpoint.pt", "log.jsonl", "metrics.json", ".lock"
@@ -145,11 +145,16 @@ class RunFolder:
 
     def append_log(self, record: dict) -> None:
         """Append one JSON record to the log (created on first use; rank 0 alone under torchrun)."""
-        if not is_writer():
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        with self.log.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_jsonl(self.log, record)
+
+    def step_history(self, steps: int) -> list[dict]:
+        """The log's meta-training record (one with an "outer_loss" and no "phase") of each step < steps: the
+        last one written, as a killed run may have logged a step its resumed run logged again."""
+        by_step: dict[int, dict] = {}
+        for rec in self.read_log():
+            if "outer_loss" in rec and "phase" not in rec and isinstance(rec.get("step"), int) and rec["step"] < steps:
+                by_step[rec["step"]] = rec
+        return [by_step[k] for k in sorted(by_step)]
 
 
 def _barrier() -> None:
