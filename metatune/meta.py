@@ -208,7 +208,8 @@ class MetaTuner:
             outer: Tensor | float = 0.0
             pre, post = 0.0, 0.0
             mine = distributed.shard(len(tasks))
-            self._start(tasks[0])  # creates the step sizes of a module init (outside any vmap)
+            if self.log_lr is None:  # a module init reveals its shapes on first use: create them outside any vmap
+                self._start(tasks[0])
             batched = self._batched([tasks[i] for i in mine]) if len(mine) > 1 else None
             if batched is not None:
                 outer, pre, post = batched
