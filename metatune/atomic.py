@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
+from metatune.distributed import is_main
 from metatune.errors import MetatuneError
 
 
@@ -27,18 +28,12 @@ def _parent_ready(path: Path) -> None:
         raise MetatuneError(f"cannot create folder {path.parent}: {err.strerror or err}") from None
 
 
-def is_writer() -> bool:
-    """Whether this process writes files: yes, unless it is a rank other than 0 of a torchrun launch (whose
-    outputs rank 0 writes; read from the launcher's RANK, without importing torch)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix, for writers that look at it); renamed onto `path` on success,
     removed on failure. On a rank other than 0 (torchrun) the file goes to a scratch folder and is dropped."""
     path = Path(path)
-    if not is_writer():
+    if not is_main():
         with tempfile.TemporaryDirectory(prefix="metatune-rank-") as scratch:
             yield Path(scratch) / f"discarded{path.suffix}"
         return
@@ -93,7 +88,7 @@ def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON record as a line of a log (created with its folder on first use); on a rank other than
     0 of a torchrun launch nothing is written. A line cut short by a killed process is skipped by readers."""
-    if not is_writer():
+    if not is_main():
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +116,7 @@ def staged_folder(folder: str | Path, stale: tuple[str, ...] = ()) -> Iterator[P
     holds no leftovers of an earlier run); on failure nothing in `folder` changes. On a rank other than 0
     (torchrun) nothing is kept."""
     folder = Path(folder)
-    if not is_writer():
+    if not is_main():
         with tempfile.TemporaryDirectory(prefix="metatune-rank-") as scratch:
             yield Path(scratch)
         return

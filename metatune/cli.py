@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 import tempfile
 import time
@@ -12,6 +11,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
+from metatune import distributed
 from metatune.errors import MetatuneError
 from metatune.paths import out_dir
 from metatune.verb_args import device
@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser(_domains()).parse_args(argv)
         except SystemExit as done:  # argparse: --help (0) or a usage error it has printed (2)
             return done.code if isinstance(done.code, int) else EXIT_ERROR
-        if os.environ.get("WORLD_SIZE", "1") != "1":  # launched by torchrun: join its process group
-            from metatune import distributed
+        if distributed.launched():  # by torchrun: join its process group
             distributed.init_from_env(getattr(args, "device", "cpu"))
             try:
                 return int(args.func(args) or 0)

@@ -5,27 +5,36 @@ Every rank draws the same meta-batch (the same sampler, the same seed) and adapt
 i % world == rank; the meta-gradient is summed over ranks, so every rank takes the same optimizer step and
 holds the same meta-parameters, and N processes compute what one process does (to float summation order).
 Rank 0 alone writes logs and checkpoints. Without a process group everything here is the one-process case.
+Importing this module imports no torch (the file layer and the CLI ask `is_main()` and `launched()`).
 """
 from __future__ import annotations
 
 import os
+import sys
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def _group() -> Any:
+    """torch.distributed when a process group is initialised, else None (never importing torch for it: a group
+    exists only once torch.distributed has been imported)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
 
 
 def rank_world() -> tuple[int, int]:
     """(rank, world size) of the initialised process group, (0, 1) without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    dist = _group()
+    return (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
 
 
 def is_main() -> bool:
-    """True on the process that writes files (rank 0, or the only process)."""
-    return rank_world()[0] == 0
+    """True on the process that writes files: rank 0 of the process group, or before one exists rank 0 of the
+    launcher's RANK, or the only process."""
+    dist = _group()
+    return dist.get_rank() == 0 if dist is not None else os.environ.get("RANK", "0") == "0"
 
 
 def launched() -> bool:
@@ -38,6 +47,7 @@ def init_from_env(device: str = "cpu") -> bool:
     gloo for CPU, nccl for CUDA devices. Returns whether this is a multi-process run."""
     if not launched():
         return False
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -66,6 +76,7 @@ def all_reduce_sum(tensors: list[Tensor]) -> None:
     rank, world = rank_world()
     if world == 1 or not tensors:
         return
+    import torch
     import torch.distributed as dist
 
     flat = torch.cat([t.reshape(-1) for t in tensors])
@@ -78,7 +89,6 @@ def all_reduce_sum(tensors: list[Tensor]) -> None:
 
 def barrier() -> None:
     """Wait for every rank (a no-op in one process)."""
-    if rank_world()[1] > 1:
-        import torch.distributed as dist
-
+    dist = _group()
+    if dist is not None and dist.get_world_size() > 1:
         dist.barrier()

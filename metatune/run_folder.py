@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from metatune.atomic import append_jsonl, is_writer, write_json
+from metatune.atomic import append_jsonl, write_json
+from metatune.distributed import barrier, is_main
 from metatune.errors import MetatuneError
 
 CONFIG, CHECKPOINT, LOG, METRICS, LOCK = "config.json", "checkpoint.pt", "log.jsonl", "metrics.json", ".lock"
@@ -65,7 +66,7 @@ class RunFolder:
     def lock(self) -> Iterator["RunFolder"]:
         """Hold the folder's lock; a second process gets a clear error instead of interleaving its writes.
         (The ranks of one torchrun launch are one writer: rank 0 holds the lock, the others write nothing.)"""
-        if not is_writer():
+        if not is_main():
             yield self
             return
         try:
@@ -105,11 +106,11 @@ class RunFolder:
         A run folder that holds another run (a stored config that differs in a `defining` key) is refused,
         naming the difference; `force` starts afresh (removing the old checkpoint, keeping a note in the log).
         """
-        if not is_writer():  # another rank of a torchrun launch: rank 0 decides, then this rank reads its decision
-            _barrier()
+        if not is_main():  # another rank of a torchrun launch: rank 0 decides, then this rank reads its decision
+            barrier()
             return self.read_config() is not None and self.checkpoint.is_file()
         resumed = self._start(config, defining, force)
-        _barrier()
+        barrier()
         return resumed
 
     def _start(self, config: dict[str, Any], defining: tuple[str, ...], force: bool) -> bool:
@@ -155,13 +156,6 @@ class RunFolder:
             if "outer_loss" in rec and "phase" not in rec and isinstance(rec.get("step"), int) and rec["step"] < steps:
                 by_step[rec["step"]] = rec
         return [by_step[k] for k in sorted(by_step)]
-
-
-def _barrier() -> None:
-    """Wait for the other ranks of a torchrun launch (nothing to wait for otherwise)."""
-    if os.environ.get("WORLD_SIZE", "1") != "1":
-        from metatune.distributed import barrier
-        barrier()
 
 
 def _canon(value: Any) -> Any:

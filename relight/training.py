@@ -12,7 +12,8 @@ from tqdm import tqdm
 
 import metatune as mt
 from metatune import checkpoint as mt_checkpoint
-from metatune.atomic import is_writer, write_bytes, write_json
+from metatune.atomic import write_bytes, write_json
+from metatune.distributed import is_main
 from metatune.errors import MetatuneError
 from metatune.run_folder import RunFolder
 from relight.camera import Camera
@@ -212,7 +213,7 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool) -> dict:
         fit_done = i + 1
         if fit_done % cfg.checkpoint_every == 0 or fit_done == cfg.fit_steps:
             checkpoint()
-        if fit_done == cfg.fit_steps and not isinstance(module, PlainGaussians) and is_writer():
+        if fit_done == cfg.fit_steps and not isinstance(module, PlainGaussians) and is_main():
             write_bytes(run / STAGE1, (run / CHECKPOINT).read_bytes())  # (rank 0's file, under torchrun)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     checkpoint()
