@@ -52,11 +52,6 @@ def save(path: str | Path, state: dict, domain: str, kind: str) -> Path:
     return write_with(path, lambda tmp: torch.save({"header": header, "payload": payload}, tmp))
 
 
-def read_header(path: str | Path) -> dict:
-    """The header of a checkpoint (raises when `path` is not one)."""
-    return _read(Path(path))[0]
-
-
 def _read(path: Path) -> tuple[dict, torch.Tensor]:
     if not path.exists():
         raise MetatuneError(f"checkpoint not found: {path}")

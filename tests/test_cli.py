@@ -26,14 +26,19 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and "demo" in out.stdout
 
 
+def in_fresh_interpreter(code: str) -> None:
+    """Run `code` in a new Python process (nothing imported yet) and require it to exit 0."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_parsing_every_verb_imports_no_torch():
     """--help and the input checks run before any heavy import (domain modules import on dispatch)."""
     code = ("import sys; from metatune.cli import _domains, build_parser; p = build_parser(_domains()); "
             "[p.parse_known_args(a) for a in (['robot', 'train'], ['hmr', 'train'], ['demo'])]; "
             "heavy = [m for m in ('torch', 'mujoco', 'pytorch3d', 'cv2', 'matplotlib') if m in sys.modules]; "
             "print(heavy); sys.exit(bool(heavy))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    in_fresh_interpreter(code)
 
 
 def test_the_lazy_api_names_stay_functions_after_their_modules_are_imported():
@@ -43,5 +48,4 @@ def test_the_lazy_api_names_stay_functions_after_their_modules_are_imported():
             "ok = callable(mt.solve) and mt.solve.__module__ == 'metatune.solve' and callable(mt.rollout) "
             "and mt.rollout.__module__ == 'metatune.rollout' and mt.MetaTuner.__name__ == 'MetaTuner'; "
             "sys.exit(0 if ok else 1)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    in_fresh_interpreter(code)
