@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from metatune.lazy import install_lazy_attributes
+from metatune.mujoco_loader import guard_triton
 
 _LAZY = {"ROBOTS": "envs.catalog", "default_params": "envs.catalog", "make": "envs.catalog",
          "MujocoDynamics": "envs.mujoco_dynamics", "PlanarChain": "envs.planar_chain", "Quadrotor": "envs.quadrotor"}
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 
 install_lazy_attributes(__name__, _LAZY)
+guard_triton()  # a script that imported MuJoCo first must not crash in torch (metatune/mujoco_loader.py)
 
 
 __all__ = ["ROBOTS", "MujocoDynamics", "PlanarChain", "Quadrotor", "default_params", "make"]

@@ -1,8 +1,11 @@
 """`MujocoDynamics`: any MuJoCo model as a differentiable torch `step(x, u)`.
 
-The forward pass is `mj_step`; the backward pass multiplies by the step Jacobians that
-`mujoco.mjd_transitionFD` computes, so `metatune.rollout(..., grad="adjoint")` differentiates real
-MuJoCo simulation. State x = [qpos, qvel, act] in MuJoCo's order; input u = ctrl.
+The forward pass is `mj_step`, continuing MuJoCo's whole state (warm-start, time, mocap) for states it
+produced, as `mj_step` in a loop does (envs/mujoco_state.py). The backward pass multiplies by step
+Jacobians from finite differences that never straddle a change of the contact set, batched in C over
+all batch elements and perturbations (envs/mujoco_jacobian.py), so `metatune.rollout(..., grad="adjoint")`
+differentiates real MuJoCo simulation, contacts included. State x = [qpos, qvel, act] in MuJoCo's order;
+input u = ctrl. Use float64 states: the carried state is found by the exact bytes of x.
 """
 from __future__ import annotations
 
@@ -12,10 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from envs.mujoco_jacobian import ConsistentFD
+from envs.mujoco_state import INTEGRATION, StateMemo, mujoco
 from metatune.errors import MetatuneError
-from metatune.mujoco_loader import load_mujoco
-
-mujoco = load_mujoco()  # off-screen rendering set up, triton loaded first
 
 MAX_VALUE = 1e8  # below MuJoCo's own 1e10 limit, at which it silently zeroes controls or resets the state
 BAD_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQVEL,
@@ -42,9 +44,15 @@ def load_model(model: str | Path | mujoco.MjModel) -> mujoco.MjModel:
 
 
 class MujocoDynamics:
-    """A MuJoCo model with a batched, differentiable `step(x [..., nx], u [..., nu]) -> [..., nx]`."""
+    """A MuJoCo model with a batched, differentiable `step(x [..., nx], u [..., nu]) -> [..., nx]`.
 
-    def __init__(self, model: str | Path | mujoco.MjModel, eps: float = 1e-6, centered: bool = True):
+    eps: finite-difference step of the Jacobians; tol: how far the two one-sided differences of a column may
+    disagree (relative) before the contact sets decide; nthread: threads of the C batch (default: cores).
+    `jacobian_stats` counts columns and those taken one-sided at a contact switch.
+    """
+
+    def __init__(self, model: str | Path | mujoco.MjModel, eps: float = 1e-6, tol: float = 1e-4,
+                 nthread: int | None = None):
         self.model = load_model(model)
         m = self.model
         if m.nu == 0:
@@ -53,26 +61,35 @@ class MujocoDynamics:
         self.nq, self.nv, self.na, self.nu = m.nq, m.nv, m.na, m.nu
         self.nx = m.nq + m.nv + m.na
         self.dt = float(m.opt.timestep)
-        self.eps, self.centered = eps, centered
+        self.eps = eps
+        self.fd = ConsistentFD(m, eps, tol, nthread)
+        self.memo = StateMemo(m)
+        self._ctrl_i = self.fd.user_i[: m.nu]
+
+    @property
+    def jacobian_stats(self) -> dict[str, int]:
+        return dict(self.fd.stats)
 
     # -- plain numpy single steps ------------------------------------------------------------------
-    def _load(self, x: np.ndarray, u: np.ndarray) -> None:
-        m, d = self.model, self.data
-        mujoco.mj_resetData(m, d)
-        d.qpos[:] = x[: m.nq]
-        d.qvel[:] = x[m.nq: m.nq + m.nv]
-        d.act[:] = x[m.nq + m.nv:]
-        d.ctrl[:] = u
+    def start_state(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The integration state [nint] a step of x [nx] with ctrl u [nu] starts from."""
+        s = self.memo.start(x, self.fd.x_i)
+        s[self._ctrl_i] = u
+        return s
 
-    def step_numpy(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """One mj_step of one state [nx] and input [nu] (MetatuneError if MuJoCo reports divergence)."""
+    def step_numpy(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One mj_step of one state [nx] and input [nu]: the next state [nx] and the integration state it
+        started from (MetatuneError if MuJoCo reports divergence)."""
         if not (np.isfinite(x).all() and np.isfinite(u).all()):
             raise MetatuneError("MuJoCo step: non-finite state or input")
         if max(np.abs(x).max(initial=0.0), np.abs(u).max(initial=0.0)) > MAX_VALUE:
             raise MetatuneError(f"MuJoCo step: state or input beyond {MAX_VALUE:g} (diverging rollout?)")
-        self._load(x, u)
-        mujoco.mj_step(self.model, self.data)
-        d = self.data
+        m, d = self.model, self.data
+        start = self.start_state(x, u)
+        mujoco.mj_setState(m, d, start, INTEGRATION)
+        for warning in BAD_WARNINGS:
+            d.warning[warning].number = 0
+        mujoco.mj_step(m, d)
         for warning in BAD_WARNINGS:
             if d.warning[warning].number > 0:
                 raise MetatuneError(f"MuJoCo step diverged ({warning.name}: MuJoCo reset the state); "
@@ -80,63 +97,26 @@ class MujocoDynamics:
         out = np.concatenate([d.qpos, d.qvel, d.act])
         if not np.isfinite(out).all():
             raise MetatuneError("MuJoCo step produced a non-finite state")
-        return out
+        after = np.empty_like(start)
+        mujoco.mj_getState(m, d, after, INTEGRATION)
+        self.memo.remember(out, after)
+        return out, start
 
-    def jacobians(self, x: np.ndarray, u: np.ndarray, x_next: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """d x_next / d x [nx, nx] and d x_next / d u [nx, nu] in the coordinates of x (qpos, not tangent)."""
-        m, d = self.model, self.data
-        ntan = 2 * m.nv + m.na
-        a = np.zeros((ntan, ntan))
-        b = np.zeros((ntan, m.nu))
-        if m.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4:
-            # MuJoCo 4.0's mjd_transitionFD rejects RK4 models (dm-control's cartpole and acrobot use
-            # RK4): take the same central differences of mj_step in the tangent space ourselves.
-            a, b = self._tangent_fd(x, u)
-        else:
-            self._load(x, u)
-            mujoco.mjd_transitionFD(m, d, self.eps, self.centered, a, b, None, None)
-        if m.nq == m.nv:  # hinges and slides only: tangent space = qpos space
+    def jacobians(self, starts: np.ndarray, x: np.ndarray, x_next: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """d x_next / d x [B, nx, nx] and d x_next / d u [B, nx, nu] in the coordinates of x (qpos, not
+        tangent), for steps from integration states starts [B, nint] of x [B, nx] to x_next [B, nx]."""
+        a, b = self.fd.jacobians(starts)
+        if self.fd.hinges_only:  # tangent space = qpos space
             return a, b
-        into = np.zeros((self.nx, ntan))  # d x / d tangent at x_next
-        into[: m.nq, : m.nv] = self._integrate_jac(x_next[: m.nq])
-        into[m.nq:, m.nv:] = np.eye(m.nv + m.na)
-        outof = np.zeros((ntan, self.nx))  # d tangent / d x at x
-        outof[: m.nv, : m.nq] = self._differentiate_jac(x[: m.nq])
-        outof[m.nv:, m.nq:] = np.eye(m.nv + m.na)
+        m, ntan = self.model, self.fd.ntan
+        into = np.zeros((len(x), self.nx, ntan))  # d x / d tangent at x_next
+        outof = np.zeros((len(x), ntan, self.nx))  # d tangent / d x at x
+        for i in range(len(x)):
+            into[i, : m.nq, : m.nv] = self._integrate_jac(x_next[i, : m.nq])
+            outof[i, : m.nv, : m.nq] = self._differentiate_jac(x[i, : m.nq])
+        into[:, m.nq:, m.nv:] = np.eye(m.nv + m.na)
+        outof[:, m.nv:, m.nq:] = np.eye(m.nv + m.na)
         return into @ a @ outof, into @ b
-
-    def _tangent_fd(self, x: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Central differences of mj_step in tangent coordinates [2nv+na, 2nv+na], [2nv+na, nu]."""
-        m, eps = self.model, self.eps
-        nv = m.nv
-        ntan = 2 * nv + m.na
-
-        def perturb(j: int, sign: float) -> np.ndarray:
-            out = x.copy()
-            if j < nv:
-                dq = np.zeros(nv)
-                dq[j] = 1.0
-                qpos = out[: m.nq].copy()
-                mujoco.mj_integratePos(m, qpos, dq, sign * eps)
-                out[: m.nq] = qpos
-            else:
-                out[m.nq + j - nv] += sign * eps
-            return out
-
-        def difference(plus: np.ndarray, minus: np.ndarray) -> np.ndarray:
-            v = np.zeros(nv)
-            mujoco.mj_differentiatePos(m, v, 2 * eps, minus[: m.nq], plus[: m.nq])
-            return np.concatenate([v, (plus[m.nq:] - minus[m.nq:]) / (2 * eps)])
-
-        a = np.zeros((ntan, ntan))
-        b = np.zeros((ntan, m.nu))
-        for j in range(ntan):
-            a[:, j] = difference(self.step_numpy(perturb(j, 1.0), u), self.step_numpy(perturb(j, -1.0), u))
-        for k in range(m.nu):
-            du = np.zeros(m.nu)
-            du[k] = eps
-            b[:, k] = difference(self.step_numpy(x, u + du), self.step_numpy(x, u - du))
-        return a, b
 
     def _integrate_jac(self, qpos: np.ndarray, h: float = 1e-7) -> np.ndarray:
         """d qpos(integrate(qpos, dq)) / d dq at dq = 0 [nq, nv]."""
@@ -167,6 +147,7 @@ class MujocoDynamics:
     # -- torch ---------------------------------------------------------------------------------------
     def step(self, x: Tensor, u: Tensor) -> Tensor:
         """One differentiable mj_step of each batch element: x [..., nx], u [..., nu] -> [..., nx]."""
+        _refuse_transforms()
         if x.shape[-1] != self.nx:
             raise MetatuneError(f"MuJoCo state must have nx = nq + nv + na = {self.nx} entries, got {x.shape[-1]}")
         if u.shape[-1] != self.nu:
@@ -179,28 +160,36 @@ class MujocoDynamics:
         return torch.tensor(np.concatenate([self.model.qpos0, np.zeros(self.nv + self.na)]), dtype=dtype)
 
 
+def _refuse_transforms() -> None:
+    """MuJoCo steps run in C: no torch.func transform can trace them."""
+    stack = torch._C._functorch.get_interpreter_stack() or []
+    kinds = {level.key() for level in stack}
+    if torch._C._functorch.TransformType.Jvp in kinds:
+        raise MetatuneError("MujocoDynamics has no forward-mode derivative (grad='forward'): its Jacobians come "
+                            "from finite differences of MuJoCo's C step, one full Jacobian per step, which the "
+                            "adjoint uses at the same cost for any number of gains; use grad='adjoint'")
+    if kinds:  # vmap: callers that try it (the vectorized adjoint) fall back to a loop on RuntimeError
+        raise RuntimeError("MujocoDynamics.step cannot run under torch.func.vmap (MuJoCo steps in C)")
+
+
 class _MujocoStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, u: Tensor, dyn: MujocoDynamics) -> Tensor:
         xs = x.detach().reshape(-1, dyn.nx).cpu().double().numpy()
         us = u.detach().reshape(-1, dyn.nu).cpu().double().numpy()
-        out = np.stack([dyn.step_numpy(xi, ui) for xi, ui in zip(xs, us)])
-        ctx.dyn = dyn
-        ctx.save_for_backward(x, u)
-        ctx.x_next = out
+        steps = [dyn.step_numpy(xi, ui) for xi, ui in zip(xs, us)]
+        out = np.stack([o for o, _ in steps])
+        ctx.dyn, ctx.xs, ctx.x_next, ctx.starts = dyn, xs, out, np.stack([s for _, s in steps])
+        ctx.shapes = (x.shape, u.shape)
         return torch.from_numpy(out).to(dtype=x.dtype, device=x.device).reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, u = ctx.saved_tensors
         dyn: MujocoDynamics = ctx.dyn
-        xs = x.detach().reshape(-1, dyn.nx).cpu().double().numpy()
-        us = u.detach().reshape(-1, dyn.nu).cpu().double().numpy()
         gs = g.detach().reshape(-1, dyn.nx).cpu().double().numpy()
-        gx, gu = np.zeros_like(xs), np.zeros_like(us)
-        for i, (xi, ui, gi) in enumerate(zip(xs, us, gs)):
-            a, b = dyn.jacobians(xi, ui, ctx.x_next[i])
-            gx[i], gu[i] = a.T @ gi, b.T @ gi
+        a, b = dyn.jacobians(ctx.starts, ctx.xs, ctx.x_next)
+        gx, gu = np.einsum("bij,bi->bj", a, gs), np.einsum("bij,bi->bj", b, gs)
         if not (np.isfinite(gx).all() and np.isfinite(gu).all()):
-            raise MetatuneError("MuJoCo step: non-finite Jacobian from mjd_transitionFD")
-        return (torch.from_numpy(gx).to(x).reshape(x.shape), torch.from_numpy(gu).to(u).reshape(u.shape), None)
+            raise MetatuneError("MuJoCo step: non-finite Jacobian (a diverging step?)")
+        x_shape, u_shape = ctx.shapes
+        return (torch.from_numpy(gx).to(g).reshape(x_shape), torch.from_numpy(gu).to(g).reshape(u_shape), None)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from metatune.errors import MetatuneError
 from metatune.lazy import install_lazy_attributes
+from metatune.mujoco_loader import guard_triton
 
 _LAZY = {"Adapted": "metatune.adaptation", "solve_least_squares": "metatune.least_squares",
          "MetaConfig": "metatune.meta", "MetaTuner": "metatune.meta", "Rollout": "metatune.rollout",
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 
 install_lazy_attributes(__name__, _LAZY)
+guard_triton()  # a script that imported MuJoCo first must not crash in torch (metatune/mujoco_loader.py)
 
 
 __all__ = ["solve", "solve_least_squares", "rollout", "Rollout", "MetaTuner", "MetaConfig", "Adapted",

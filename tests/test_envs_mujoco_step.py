@@ -1,7 +1,11 @@
 """MuJoCo-backed differentiable step: adjoint rollout gradients against central finite differences."""
 import os
+import subprocess
+import sys
 
 import dm_control
+import mujoco
+import numpy as np
 import pytest
 import torch
 
@@ -44,6 +48,76 @@ def test_adjoint_through_dm_control_models_matches_finite_differences(name):
     (g,) = torch.autograd.grad(out.cost, leaf)
     ref = fd_gradient(dyn, x0, k, horizon)
     assert torch.allclose(g, ref, rtol=1e-4, atol=1e-6 * ref.abs().max())
+
+
+def plain_mujoco_cost(model, gains, x0, horizon):
+    """The rollout cost with plain MuJoCo: mj_step in a loop, numpy policy, no project code."""
+    d = mujoco.MjData(model)
+    d.qpos[:], d.qvel[:] = x0[: model.nq], x0[model.nq: model.nq + model.nv]
+    total = 0.0
+    for _ in range(horizon):
+        x = np.concatenate([d.qpos, d.qvel, d.act])
+        u = 0.3 * np.tanh(gains @ x)
+        total += float((x ** 2).sum() + 0.1 * (u ** 2).sum())
+        d.ctrl[:] = u
+        mujoco.mj_step(model, d)
+    return total
+
+
+def settled(model, steps=2000):
+    """The state the model comes to rest in, lying on the floor with no control (contacts persist)."""
+    d = mujoco.MjData(model)
+    for _ in range(steps):
+        mujoco.mj_step(model, d)
+    return np.concatenate([d.qpos, d.qvel, d.act])
+
+
+# (model, start, gain scale, seed, horizon): each starts on or above the floor so contacts happen; at walker's
+# upright start a foot's penetration is within the Jacobian's eps at step 10 (central differences spiked).
+CONTACT_CASES = [("walker", "upright", 0.1, 0, 100), ("walker", "rest", 0.1, 0, 1000),
+                 ("hopper", "upright", 0.1, 0, 100), ("hopper", "rest", 0.3, 1, 1000),
+                 ("cheetah", "upright", 0.3, 1, 100), ("cheetah", "rest", 0.1, 0, 1000)]
+
+
+@pytest.mark.parametrize("name,start,scale,seed,horizon", CONTACT_CASES)
+def test_adjoint_through_contacts_matches_plain_mujoco_finite_differences(name, start, scale, seed, horizon):
+    model = mujoco.MjModel.from_xml_path(os.path.join(SUITE, f"{name}.xml"))
+    rng = np.random.default_rng(seed)
+    nx = model.nq + model.nv + model.na
+    base = settled(model) if start == "rest" else np.concatenate([model.qpos0, np.zeros(model.nv + model.na)])
+    x0 = base + 0.01 * rng.standard_normal(nx)
+    gains = scale * rng.standard_normal((model.nu, nx))
+    direction = rng.standard_normal(gains.shape)
+
+    def reference(h):  # central difference of the whole rollout cost along `direction`
+        return (plain_mujoco_cost(model, gains + h * direction, x0, horizon)
+                - plain_mujoco_cost(model, gains - h * direction, x0, horizon)) / (2 * h)
+
+    ref, ref_fine = reference(1e-6), reference(1e-7)
+    assert abs(ref - ref_fine) <= 1e-5 * abs(ref)  # the reference itself is converged here
+
+    dyn = MujocoDynamics(model)
+    k = torch.tensor(gains, requires_grad=True)
+    out = mt.rollout(dyn.step, torch.tensor(x0), policy, k, horizon, grad="adjoint", cost=cost, store_states=False)
+    assert float(out.cost.detach()) == pytest.approx(plain_mujoco_cost(model, gains, x0, horizon), rel=1e-12)
+    (g,) = torch.autograd.grad(out.cost, k)
+    ours = float((g * torch.from_numpy(direction)).sum())
+    assert abs(ours - ref) <= 1e-4 * abs(ref)
+    assert dyn.jacobian_stats["flagged"] > 0  # contacts made plain central differences disagree somewhere
+
+
+def test_import_mujoco_and_dm_control_before_envs_does_not_crash():
+    code = ("import mujoco, dm_control.suite, envs, torch\n"
+            "from envs.mujoco_dynamics import MujocoDynamics\n"
+            "from torch.func import vmap\n"
+            "import torch._dynamo\n"
+            "vmap(torch.sin)(torch.ones(3))\n"
+            "torch.optim.Adam([torch.zeros(2, requires_grad=True)]).step()\n"
+            "print('ok')\n")
+    env = {**os.environ, "MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("ok")
 
 
 def test_batched_mujoco_step_gradient_matches_finite_differences_with_quaternions():
