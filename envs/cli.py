@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from metatune.errors import MetatuneError
+from metatune.paths import existing_file
 from metatune.verb_args import (
     add_checkpoint,
     add_force,
@@ -36,10 +38,43 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _mjcf_spec(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The user's MJCF task (envs.mjcf_problem.MjcfSpec as a dict) from the --mjcf options, or None."""
+    if args.mjcf is None:
+        for flag in ("reference", "actuators", "setpoint", "randomise"):
+            if getattr(args, flag):
+                raise MetatuneError(f"--{flag} needs --mjcf (the built-in tasks have their own references)")
+        return None
+    from envs.mjcf_problem import MjcfSpec, parse_ranges, parse_setpoint
+
+    spec = MjcfSpec(mjcf=str(Path(args.mjcf).resolve()), controller=args.controller,
+                    actuators=[a for a in (args.actuators or "").split(",") if a],
+                    reference=str(Path(args.reference).resolve()) if args.reference else None,
+                    setpoint=parse_setpoint(args.setpoint))
+    if args.randomise:
+        spec.randomise = parse_ranges(args.randomise)
+    return asdict(spec)
+
+
+def _add_mjcf(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("a user's MJCF model (instead of --task)")
+    g.add_argument("--mjcf", type=existing_file, default=None, help="the robot's MJCF file")
+    g.add_argument("--controller", choices=("pd", "linear"), default="pd",
+                   help="PD on the actuated joints, or linear state feedback on top of the hand-set PD")
+    g.add_argument("--actuators", default=None, help="comma-separated actuators to control (default: every joint motor)")
+    g.add_argument("--reference", type=existing_file, default=None,
+                   help="CSV of joint targets over time: a header of [time,] joint names, one row per sample")
+    g.add_argument("--setpoint", action="append", default=[], help="joint=target (default: hold the start pose)")
+    g.add_argument("--randomise", action="append", default=[],
+                   help="name=lo:hi factor range of mass, inertia, friction, damping or gear (default mass=0.7:1.3)")
+
+
 def _robots(args: argparse.Namespace, problem) -> list:
     from envs.tasks import RobotTask
 
     tasks = problem.sample_tasks(args.robots, seed=args.seed)
+    if args.param and args.mjcf is not None:
+        raise MetatuneError("--param overrides a built-in robot's parameters; with --mjcf use --randomise")
     if args.param:
         from envs.catalog import make
 
@@ -59,7 +94,10 @@ def _train(args: argparse.Namespace) -> int:
                           outer_lr=args.outer_lr, robots_per_task=args.robots_per_task, seed=args.seed)
     if cfg.method not in ("metasgd", "fomaml"):
         raise MetatuneError(f"--method {cfg.method!r}: adjoint rollouts support first-order 'metasgd' or 'fomaml'")
-    print(json.dumps(train(args.task, args.out, args.steps, cfg, args.horizon, args.dt, force=args.force), indent=2))
+    mjcf = _mjcf_spec(args)
+    task = "mjcf" if mjcf is not None else args.task
+    print(json.dumps(train(task, args.out, args.steps, cfg, args.horizon, args.dt, force=args.force, mjcf=mjcf),
+                     indent=2))
     return 0
 
 
@@ -69,14 +107,17 @@ def _adapt_or_evaluate(args: argparse.Namespace) -> int:
     from metatune.verb_args import torch_device
 
     torch_device(args.device, CPU_ONLY)
+    mjcf = _mjcf_spec(args)
     if args.checkpoint is not None:
+        if mjcf is not None:
+            raise MetatuneError("--checkpoint's run folder names its MJCF model; leave out --mjcf")
         problem, tuner = load_tuner(args.checkpoint)
         if args.task is not None and args.task != problem.name:
             raise MetatuneError(f"checkpoint {args.checkpoint} was trained for {problem.name!r}, not {args.task!r}")
     else:
-        if args.task is None:
-            raise MetatuneError("give --task (and --checkpoint for the meta-tuned start)")
-        problem, tuner = make_problem(args.task), None
+        if args.task is None and mjcf is None:
+            raise MetatuneError("give --task or --mjcf (and --checkpoint for the meta-tuned start)")
+        problem, tuner = make_problem(args.task or "mjcf", args.horizon, None, mjcf), None
     tasks = _robots(args, problem)
     if args.verb == "adapt":
         result = adapt(problem, tuner, tasks, args.steps, args.out, args.backend, args.physics)
@@ -106,6 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--robots-per-task", type=positive_int, default=4)
     tr.add_argument("--horizon", type=positive_int, default=None)
     tr.add_argument("--dt", type=positive_float, default=None)
+    _add_mjcf(tr)
     add_seed_device(tr)
     add_force(tr)
     tr.set_defaults(func=_train)
@@ -121,6 +163,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="physics that the reported trajectories are simulated with")
         p.add_argument("--physics", choices=("torch", "mujoco"), default="torch",
                        help="physics the adaptation gradients go through (mujoco: mj_step + transitionFD)")
+        p.add_argument("--horizon", type=positive_int, default=None, help="steps (without --checkpoint)")
+        _add_mjcf(p)
         add_out(p, f"runs/robot/{verb}")
         add_seed_device(p, seed=12345)
         p.set_defaults(func=_adapt_or_evaluate)

@@ -56,7 +56,9 @@ class ConsistentFD:
         from mujoco import rollout  # after envs.mujoco_state set MuJoCo up (import order)
 
         self.pool = rollout.Rollout(nthread=nthread)
+        self.serial = rollout.Rollout(nthread=0)  # small batches: a thread hand-off costs more than the steps
         self.datas = [mujoco.MjData(m) for _ in range(max(1, nthread))]
+        self.min_threaded = 64  # trajectories per batch below which the calling thread runs them
         self.scratch = mujoco.MjData(m)
         self.unit = np.zeros((self.ncol, self.layout.size))  # the additive perturbation of each column
         for c in range(self.ncol):
@@ -68,6 +70,7 @@ class ConsistentFD:
         """Stop the thread pool."""
         if self.pool is not None:
             self.pool.close()
+            self.serial.close()
             self.pool = None
 
     # -- perturbations ---------------------------------------------------------------------------------
@@ -104,7 +107,9 @@ class ConsistentFD:
     def _run(self, starts: np.ndarray) -> np.ndarray:
         """One mj_step from each integration state [P, nint] in C, threaded: the next x [P, nx]."""
         assert self.pool is not None, "ConsistentFD used after close()"
-        state, _ = self.pool.rollout(self.model, self.datas, starts[:, self.full_i], starts[:, None, self.user_i],
+        threaded = len(starts) >= self.min_threaded
+        state, _ = (self.pool if threaded else self.serial).rollout(
+            self.model, self.datas if threaded else self.datas[0], starts[:, self.full_i], starts[:, None, self.user_i],
                                      control_spec=USER, nstep=1, initial_warmstart=starts[:, self.warm_i])
         return state[:, 0, 1:1 + self.nq + self.nv + self.na]  # FULLPHYSICS: time, qpos, qvel, act, ...
 

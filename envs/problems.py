@@ -10,8 +10,18 @@ from metatune.errors import MetatuneError
 PROBLEMS = {"quadrotor": QuadrotorTracking, "pendulum": PendulumSwingUp, "cartpole": CartpoleBalance}
 
 
-def make_problem(name: str, horizon: int | None = None, dt: float | None = None) -> TuningProblem:
-    """A tuning problem with its default horizon and time step unless given."""
+def make_problem(name: str, horizon: int | None = None, dt: float | None = None,
+                 mjcf: dict | None = None) -> TuningProblem:
+    """A tuning problem with its default horizon and time step unless given; with `mjcf` (an MjcfSpec as a
+    dict), the user's MJCF model (envs/mjcf_problem.py)."""
+    if mjcf is not None:
+        from envs.mjcf_problem import MjcfSpec, MjcfTracking
+
+        try:
+            spec = MjcfSpec(**mjcf)
+        except TypeError as err:
+            raise MetatuneError(f"MJCF task settings: {err}") from None
+        return MjcfTracking(spec, horizon or 200, dt)
     if name not in PROBLEMS:
         raise MetatuneError(f"unknown tuning task {name!r}; choose from {sorted(PROBLEMS)}")
     kwargs = {}

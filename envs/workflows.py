@@ -10,6 +10,7 @@ from torch import Tensor
 
 import metatune as mt
 from envs.meta_tuning import RobotMetaConfig, adapt_robots, fixed_start_tuner, make_tuner
+from envs.mjcf_problem import MjcfTracking
 from envs.plots import plot_curves, plot_tracking
 from envs.problems import make_problem
 from envs.tasks import RobotTask
@@ -20,24 +21,25 @@ from metatune.run_folder import RunFolder, checkpoint_file, run_folder_of
 DOMAIN, KIND = "robot", "meta_tuner"
 
 
-TRAIN_DEFINING = ("domain", "task", "horizon", "dt", "config")  # a resume must agree on these
+TRAIN_DEFINING = ("domain", "task", "horizon", "dt", "config", "mjcf")  # a resume must agree on these
 
 
 def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int | None = None,
           dt: float | None = None, progress: bool = True, force: bool = False,
-          checkpoint_every: int = 5) -> dict[str, Any]:
+          checkpoint_every: int = 5, mjcf: dict | None = None) -> dict[str, Any]:
     """Meta-train a controller on sampled robots into the run folder `out` (docs/cli.md): config.json,
     checkpoint.pt every `checkpoint_every` steps, log.jsonl appended, training.png, metrics.json.
 
     A run folder holding the same run resumes where its checkpoint ends (and equals an uninterrupted run);
-    one holding another run is refused unless `force`.
+    one holding another run is refused unless `force`. `mjcf`: a user's model (envs.mjcf_problem.MjcfSpec as a
+    dict) instead of the built-in `task`.
     """
     if steps < 1:
         raise mt.MetatuneError(f"train steps must be >= 1, got {steps}")
-    problem = make_problem(task, horizon, dt)
+    problem = make_problem(task, horizon, dt, mjcf)
     run = RunFolder(out)
     config = {"domain": "robot", "verb": "train", "task": task, "horizon": problem.horizon, "dt": problem.dt,
-              "config": asdict(cfg)}
+              "config": asdict(cfg), "mjcf": mjcf}
     with run.lock():
         resuming = run.start(config, TRAIN_DEFINING, force)
         tuner = make_tuner(problem, cfg, log_path=run.log)
@@ -68,7 +70,7 @@ def load_tuner(checkpoint: Path) -> tuple[TuningProblem, mt.MetaTuner]:
     if settings.get("domain") != "robot":
         raise mt.MetatuneError(f"{run.path} is a {settings.get('domain')!r} run, not a robot one")
     try:
-        problem = make_problem(settings["task"], settings["horizon"], settings["dt"])
+        problem = make_problem(settings["task"], settings["horizon"], settings["dt"], settings.get("mjcf"))
         cfg = RobotMetaConfig(**settings["config"])
     except (KeyError, TypeError) as err:
         raise mt.MetatuneError(f"cannot read run settings {run.config}: {err}") from None
@@ -96,7 +98,9 @@ def adapt(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[RobotT
     if backend not in ("torch", "mujoco"):
         raise mt.MetatuneError(f"unknown backend {backend!r}; choose 'torch' or 'mujoco'")
     out_dir = Path(out_dir)
-    curves, runs, metrics = {}, {}, {"task": problem.name, "robots": [t.describe() for t in tasks],
+    if isinstance(problem, MjcfTracking):  # a user's model: MuJoCo is its only physics
+        backend = physics = "mujoco"
+    curves, runs, gains, metrics = {}, {}, {}, {"task": problem.name, "robots": [t.describe() for t in tasks],
                                      "steps": steps, "backend": backend, "physics": physics}
     simulate = problem.simulate_mujoco if backend == "mujoco" else problem.simulate
     for name, start_tuner in starts(problem, tuner, len(tasks)).items():
@@ -110,9 +114,13 @@ def adapt(problem: TuningProblem, tuner: mt.MetaTuner | None, tasks: list[RobotT
         runs[f"{name} + {steps} steps"] = after
         metrics[name] = {"cost_by_step": curves[name], "rmse_start": before.rmse().tolist(),
                          "rmse_adapted": after.rmse().tolist(), "params": params.tolist()}
+        if isinstance(problem, MjcfTracking):
+            gains[name] = problem.gains_json(params)
     plot_tracking(runs, out_dir / "tracking.png", f"{problem.name}: reference vs tracked ({backend}), robot 0")
     plot_curves(curves, out_dir / "adaptation.png", f"{problem.name}: cost over adaptation steps",
                 "adaptation step", "cost (mean over robots)")
+    if gains:  # a user's model: the adapted gains per robot and actuator
+        write_json(out_dir / "gains.json", gains)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
