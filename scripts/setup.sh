@@ -6,7 +6,8 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
 need_apt=()
-for pkg in libsuitesparse-dev libosmesa6; do
+# opencv-doc: its example photos of people are the real images hmr's tests fit (none may be committed)
+for pkg in libsuitesparse-dev libosmesa6 opencv-doc; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -27,6 +28,7 @@ have() { "$VENV/bin/python" -c "$1" >/dev/null 2>&1; }
 # Fast path: everything installed since the last change of pyproject.toml or this script.
 if [ "$VENV/.installed" -nt pyproject.toml ] && [ "$VENV/.installed" -nt "$0" ] && have "
 import sys, torch, pytorch3d.renderer, theseus, sksparse, smplx, mujoco, cv2, torchopt, dm_control, ruff, mypy
+import mediapipe.python.solutions.pose, skimage
 import metatune, envs, hmr, relight
 sys.exit(torch.__version__.split('+')[0] != '2.12.1')"; then
   echo "[setup] ready: $VENV (up to date)"
@@ -52,7 +54,7 @@ have "import theseus" || { echo "[setup] installing theseus-ai 0.2.3"; $PIP --no
 # The package itself (editable) with the rest of the stack and the dev extras.
 echo "[setup] installing metatune (editable) and the rest of the stack"
 $PIP -e ".[dev]"
-"$VENV/bin/python" -c "import torch, pytorch3d.renderer, theseus, smplx, mujoco, cv2, torchopt, dm_control, metatune" \
+"$VENV/bin/python" -c "import torch, pytorch3d.renderer, theseus, smplx, mujoco, cv2, torchopt, dm_control, metatune, mediapipe" \
   || { echo "[setup] the stack does not import; see the error above" >&2; exit 1; }
 touch "$VENV/.installed"
 echo "[setup] ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
