@@ -56,7 +56,31 @@ def read_model_file(path: str | Path) -> dict:
     missing = [k for k in SMPL_KEYS if k not in data]
     if missing:
         raise MetatuneError(f"body model {path} lacks {missing}")
+    check_shapes(data, str(path))
     return data
+
+
+def check_shapes(data: dict, what: str) -> None:
+    """The SMPL-family arrays agree with each other: V vertices, J joints, F faces (one clear error otherwise)."""
+    def shape(key: str) -> tuple[int, ...]:
+        value = data[key]
+        if not hasattr(value, "shape"):
+            raise MetatuneError(f"body model {what}: field {key!r} is a {type(value).__name__}, not an array")
+        return tuple(value.shape)
+
+    v = shape("v_template")[0] if len(shape("v_template")) == 2 else -1
+    j = shape("kintree_table")[1] if len(shape("kintree_table")) == 2 else -1
+    want = {"v_template": (v, 3), "shapedirs": (v, 3, None), "posedirs": (v, 3, 9 * (j - 1)),
+            "J_regressor": (j, v), "weights": (v, j), "kintree_table": (2, j), "f": (None, 3)}
+    for key, dims in want.items():
+        got = shape(key)
+        if v <= 0 or j <= 1 or len(got) != len(dims) or any(d is not None and g != d for g, d in zip(got, dims)):
+            expect = "x".join("*" if d is None else str(d) for d in dims)
+            raise MetatuneError(f"body model {what}: field {key!r} has shape {got}, expected {expect} (V={v} "
+                                f"vertices from v_template, J={j} joints from kintree_table)")
+    faces = np.asarray(data["f"])
+    if faces.size and (faces.min() < 0 or faces.max() >= v):
+        raise MetatuneError(f"body model {what}: faces index vertices outside 0..{v - 1}")
 
 
 def write_model_file(path: str | Path, data: dict) -> Path:

@@ -57,3 +57,8 @@ def init_translation(joints3d: Tensor,  # [B, 45, 3] joints of the initial body,
     c3d = (joints3d[:, idx] * conf[..., None]).sum(1) / wsum          # [B, 3]
     xy = (c2d - centre) * depth[:, None] / focal[:, None] - c3d[:, :2]
     return torch.cat([xy, (depth - c3d[:, 2])[:, None]], 1)
+
+
+def focal_from_fov(fov_deg: float, width: int, height: int) -> float:
+    """Focal length in pixels of a camera whose field of view across the longer side is `fov_deg`."""
+    return 0.5 * max(width, height) / math.tan(math.radians(fov_deg) / 2)

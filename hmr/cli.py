@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from metatune.paths import existing_file
-from metatune.verb_args import add_checkpoint, add_force, add_out, add_seed_device, positive_int
+from metatune.verb_args import add_checkpoint, add_force, add_out, add_seed_device, float_in, positive_int
 
+# The frames a mesh can be written in (hmr.infer.FRAMES; named here so --help imports no torch)
+FRAMES = ("camera", "y-up")
 CPU_ONLY = "the hmr fit runs on CPU (a batch of bodies fits in milliseconds per person there)"
 
 
@@ -22,6 +25,7 @@ def _train(args: argparse.Namespace) -> int:
     _device(args)
     cfg = MetaFitConfig(pretrain_steps=args.pretrain_steps, meta_steps=args.steps, inner_steps=args.inner_steps,
                         people_per_task=args.people, train_pool=args.train_pool, seed=args.seed,
+                        other_layouts=args.other_layouts,
                         pretrain_checkpoint_every=args.pretrain_checkpoint_every,
                         checkpoint_every=args.checkpoint_every)
     metrics, trained = train_run(args.out, cfg, args.model, args.calibration_people, force=args.force)
@@ -36,18 +40,20 @@ def _adapt(args: argparse.Namespace) -> int:
     import torch
 
     from hmr.body_model import BodyModel
-    from hmr.infer import fit_people
+    from hmr.infer import fit_people, warn
     from hmr.keypoints import read_keypoints, select_people
     from hmr.synthetic import fit_problem
     from metatune.atomic import write_json
 
     _device(args)
-    kp, kept = select_people(read_keypoints(args.keypoints), args.width, args.height)
+    kp, kept, notes = select_people(read_keypoints(args.keypoints), args.width, args.height)
+    for note in notes:
+        warn(note)
     body = BodyModel.load(args.model)
     n = len(kept)
     prob = fit_problem(body, kp.xy, kp.conf, kp.joint_map, torch.full((n,), float(args.width)),
                        torch.full((n,), float(args.height)))
-    fit = fit_people(body, prob, kp.fmt, args.checkpoint, steps=args.steps)
+    fit = fit_people(body, prob, args.checkpoint, args.baseline, steps=args.steps)
     result = {"method": fit.method, "people": [
         {"index_in_keypoints": kept[i], "params": fit.params[i].tolist(), "param_std": fit.param_std[i].tolist(),
          "joint_std_mm": fit.joint_std_mm[i].tolist(), "fit_loss": float(fit.loss[i])} for i in range(n)]}
@@ -66,21 +72,44 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_POOR_FIT = 3   # --strict: the outputs are written, but a fit misses its keypoints
+
+
 def _infer(args: argparse.Namespace) -> int:
-    from hmr.infer import infer
+    from hmr.infer import infer, warn
 
     _device(args)
     result = infer(args.image, args.keypoints, args.out, model=args.model, checkpoint=args.checkpoint,
-                   steps=args.steps)
+                   baseline=args.baseline, steps=args.steps, focal=args.focal, fov=args.fov, frame=args.frame,
+                   boxes=args.boxes, max_people=args.max_people)
+    poor = [i for i, p in enumerate(result["people"]) if p["quality"]["poor"]]
+    for i in poor:
+        q = result["people"][i]["quality"]
+        warn(f"person {i} fits poorly: reprojection median {q['median_px']:.1f} px, max {q['max_px']:.1f} px "
+             f"({q['worst_keypoint']}) for a {q['height_px']:.0f} px tall person (poor beyond 3% / 10%)")
     print(f"fitted {len(result['people'])} people ({result['method']}) -> {args.out}")
-    return 0
+    return EXIT_POOR_FIT if poor and args.strict else 0
+
+
+def _boxes(text: str) -> list[tuple[float, float, float, float]]:
+    """x0,y0,x1,y1[;x0,y0,x1,y1...] in pixels."""
+    boxes = []
+    for part in text.split(";"):
+        try:
+            box = tuple(float(v) for v in part.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not x0,y0,x1,y1") from None
+        if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a box x0,y0,x1,y1 with x1 > x0 and y1 > y0")
+        boxes.append(box)
+    return boxes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("hmr", help="human mesh recovery: meta-learned fitting of SMPL bodies to 2D keypoints")
     verbs = parser.add_subparsers(dest="verb", required=True)
     model_help = "SMPL .pkl/.npz body model (default: the generated model)"
-    kp_help = "OpenPose BODY_25 or COCO-17 JSON"
+    kp_help = "OpenPose BODY_25 / COCO-18, COCO-17 or MediaPipe-33 JSON (pixels or normalised)"
     steps_help = "adaptation steps of the meta-learned fit (default: the checkpoint's)"
 
     p = verbs.add_parser("train", help="meta-train the keypoint regressor, step sizes and prior variances")
@@ -92,6 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner-steps", type=positive_int, default=10)
     p.add_argument("--people", type=positive_int, default=32, help="people per meta-training task")
     p.add_argument("--calibration-people", type=positive_int, default=128)
+    p.add_argument("--other-layouts", type=float_in(0.0, 1.0), default=0.0, metavar="F",
+                   help="fraction of training people seen with COCO-17 / MediaPipe-33's keypoints (default 0)")
     p.add_argument("--pretrain-checkpoint-every", type=positive_int, default=100, metavar="N",
                    help="write a resumable checkpoint every N pretraining steps")
     p.add_argument("--checkpoint-every", type=positive_int, default=5, metavar="N",
@@ -104,7 +135,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keypoints", type=existing_file, required=True, help=kp_help)
     p.add_argument("--width", type=positive_int, required=True)
     p.add_argument("--height", type=positive_int, required=True)
-    add_checkpoint(p, required=False, what="meta-learned fit (default: SMPLify-style)")
+    add_checkpoint(p, required=False, what="meta-learned fit (default: the one shipped in hmr/trained)")
+    p.add_argument("--baseline", action="store_true", help="fit SMPLify-style instead of the meta-learned fit")
     p.add_argument("--model", type=existing_file, default=None, help=model_help)
     p.add_argument("--steps", type=positive_int, default=None, help=steps_help)
     add_out(p, "runs/hmr/adapt")
@@ -119,12 +151,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_seed_device(p)
     p.set_defaults(func=_evaluate)
 
-    p = verbs.add_parser("infer", help="fit every person in an image: meshes, overlay and result.json")
+    p = verbs.add_parser("infer", help="fit every person in a photo: meshes, overlay, keypoints and result.json")
     p.add_argument("image", type=existing_file)
-    p.add_argument("--keypoints", type=existing_file, required=True, help=kp_help)
+    p.add_argument("--keypoints", type=existing_file, default=None,
+                   help=kp_help + " (default: the built-in BlazePose detector)")
+    p.add_argument("--boxes", type=_boxes, default=None, metavar="X0,Y0,X1,Y1[;...]",
+                   help="detect one person in each box (pixels) instead of searching the whole image")
+    p.add_argument("--max-people", type=positive_int, default=4, help="people the detector looks for (default 4)")
     p.add_argument("--model", type=existing_file, default=None, help=model_help)
-    add_checkpoint(p, required=False, what="meta-learned fit (default: SMPLify-style)")
+    add_checkpoint(p, required=False, what="meta-learned fit (default: the one shipped in hmr/trained)")
+    p.add_argument("--baseline", action="store_true", help="fit SMPLify-style instead of the meta-learned fit")
     p.add_argument("--steps", type=positive_int, default=None, help=steps_help)
+    cam = p.add_mutually_exclusive_group()
+    cam.add_argument("--focal", type=float_in(1.0, 1e6), default=None, help="focal length in pixels")
+    cam.add_argument("--fov", type=float_in(1.0, 179.0), default=None,
+                     help="field of view across the longer side, degrees (default: EXIF, else 1.2 x the side)")
+    p.add_argument("--frame", choices=sorted(FRAMES), default="camera",
+                   help="frame of the meshes and joints3d: camera (OpenCV: y down, z forward) or y-up (viewers)")
+    p.add_argument("--strict", action="store_true",
+                   help=f"exit {EXIT_POOR_FIT} when a fit is poor (reprojection median > 3%% or max > 10%% of the "
+                        "person's height); the outputs are still written")
     add_out(p, None)
     add_seed_device(p)
     p.set_defaults(func=_infer)

@@ -32,7 +32,7 @@ def person_image(body: BodyModel, params: torch.Tensor,  # [1, 85]
     with torch.no_grad():
         verts, _ = body(b, global_rotation(o), p)
     return overlay(gradient_background(width, height), verts + t[:, None], torch.as_tensor(body.faces), focal,
-                   (width / 2, height / 2), opacity=1.0, render_px=240,
+                   (width / 2, height / 2), opacity=1.0,
                    colours=np.array([[0.62, 0.70, 0.82]]))
 
 
@@ -70,7 +70,7 @@ def _run_demo(out_dir: Path, pretrain_steps: int, meta_steps: int) -> dict:
     metrics = {}
     for name, ckpt in (("meta_fit", out_dir / "meta.pt"), ("smplify", None)):
         sub = out_dir if name == "meta_fit" else out_dir / "smplify"
-        res = infer(out_dir / "person.png", out_dir / "keypoints.json", sub, checkpoint=ckpt)
+        res = infer(out_dir / "person.png", out_dir / "keypoints.json", sub, checkpoint=ckpt, baseline=ckpt is None)
         fitted = _params_from_result(res["people"][0])
         pv, pj = _untranslated(body, fitted)
         gv, gj = _untranslated(body, person.params)

@@ -1,6 +1,8 @@
-"""Image + keypoints -> per-person meshes (.obj), an overlay (.png) and result.json, written atomically."""
+"""Image (+ optional keypoints) -> per-person meshes (.obj), an overlay (.png), the keypoints used and result.json,
+written atomically. Without --keypoints the built-in detector (hmr.detector) finds the people."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,15 +12,24 @@ import torch
 from pytorch3d.io import save_obj
 
 from hmr.body_model import BodyModel
+from hmr.camera import default_focal
+from hmr.fit_quality import fit_quality
 from hmr.joint_uncertainty import joint_std_mm
-from hmr.keypoints import Keypoints, read_keypoints, select_people
+from hmr.keypoints import Keypoints, body25_json, from_layout, read_keypoints, select_people
 from hmr.meta_fit import MetaFitter
 from hmr.objective import FitProblem, FitWeights, fit_loss, global_rotation, laplace_std, posed_joints, unpack
 from hmr.overlay import overlay
+from hmr.robust_schedule import coarse_to_fine
 from hmr.smplify import SmplifyConfig, smplify
 from hmr.synthetic import fit_problem
 from metatune.atomic import staged_folder, write_json
 from metatune.errors import MetatuneError
+
+# The meta-learned fit shipped with the package: the fit.pt of the run folder hmr/trained (docs/hmr.md has the
+# command that trained it; its config.json, log.jsonl, metrics.json and training.png are committed beside it).
+SHIPPED_CHECKPOINT = Path(__file__).parent / "trained" / "fit.pt"
+# Camera frames a mesh can be written in: OpenCV's (x right, y down, z forward) or a viewer's y-up one.
+FRAMES = {"camera": (1.0, 1.0, 1.0), "y-up": (1.0, -1.0, -1.0)}
 
 
 @dataclass
@@ -40,27 +51,30 @@ def read_image(path: str | Path) -> np.ndarray:  # [H, W, 3] uint8 RGB
     return img[..., ::-1].copy()
 
 
-def fit_people(body: BodyModel, prob: FitProblem, fmt: str, checkpoint: str | Path | None = None,
-               smplify_cfg: SmplifyConfig | None = None, steps: int | None = None) -> PeopleFit:
-    """The meta-learned fit when a checkpoint is given (BODY_25), else SMPLify-style with a Laplace std."""
-    weights = FitWeights()
-    if checkpoint is not None:
-        if fmt != "body25":
-            raise MetatuneError("the meta-learned checkpoint takes BODY_25 keypoints; fit COCO-17 without --checkpoint")
-        fitter = MetaFitter.load(body, checkpoint)
-        res = fitter.fit(prob, steps)
-        params, std, jstd, method = res.params, res.param_std, res.joint_std_mm, "meta"
-        weights = fitter.weights
-    else:
+def fit_people(body: BodyModel, prob: FitProblem, checkpoint: str | Path | None = None, baseline: bool = False,
+               smplify_cfg: SmplifyConfig | None = None, steps: int | None = None,
+               refine_steps: int = 30) -> PeopleFit:
+    """The meta-learned fit (the shipped checkpoint unless another is given), then `refine_steps` Adam steps per
+    robust scale of hmr.robust_schedule; or, with `baseline`, SMPLify-style with a Laplace std."""
+    if baseline:
+        weights = FitWeights()
         params = smplify(body, prob, weights, smplify_cfg).detach()
         std = laplace_std(body, params, prob, weights)
         jstd, method = joint_std_mm(body, params, std), "smplify"
+    else:
+        fitter = MetaFitter.load(body, SHIPPED_CHECKPOINT if checkpoint is None else checkpoint)
+        weights = fitter.weights
+        res = fitter.fit(prob, steps)
+        params, std, method = res.params.detach(), res.param_std, "meta"
+        if refine_steps > 0:
+            params = coarse_to_fine(body, params, prob, weights, steps_per_stage=refine_steps, lr=0.02)
+        jstd = joint_std_mm(body, params, std) * fitter.calibration
     with torch.no_grad():
         loss = fit_loss(body, params, prob, weights)
-    return PeopleFit(params, std, jstd, loss, method)
+    return PeopleFit(params, std, jstd.detach(), loss, method)
 
 
-def _person_json(body: BodyModel, fit: PeopleFit, i: int, joints: torch.Tensor, index: int) -> dict:
+def _person_json(fit: PeopleFit, i: int, joints: torch.Tensor, index: int, quality: dict) -> dict:
     from pytorch3d.transforms import matrix_to_axis_angle
     orient, pose, betas, transl = (t[i] for t in unpack(fit.params))
     std = fit.param_std[i]
@@ -73,40 +87,87 @@ def _person_json(body: BodyModel, fit: PeopleFit, i: int, joints: torch.Tensor, 
         "param_std": {"orient": std[:3].tolist(), "body_pose": std[3:72].tolist(), "betas": std[72:82].tolist(),
                       "transl": std[82:].tolist()},
         "fit_loss": float(fit.loss[i]),
+        "quality": quality,
     }
 
 
-def infer(image: str | Path, keypoints: str | Path, out_dir: str | Path, model: str | Path | None = None,
-          checkpoint: str | Path | None = None, render_px: int = 160,
-          smplify_cfg: SmplifyConfig | None = None, steps: int | None = None) -> dict:
-    """Fit every person with enough confident keypoints; write person_<i>.obj, overlay.png, result.json.
-    steps: adaptation steps of the meta-learned fit (default: the checkpoint's)."""
+def warn(message: str) -> None:
+    print(f"metatune: warning: {message}", file=sys.stderr)
+
+
+def image_focal(image: str | Path, width: int, height: int, focal: float | None = None,
+                fov: float | None = None) -> tuple[float, str]:
+    """The focal length in pixels and where it came from: --focal, --fov, the photo's EXIF, else the default."""
+    from hmr.camera import focal_from_fov
+    from hmr.exif_focal import exif_focal_px
+
+    if focal is not None:
+        return focal, "--focal"
+    if fov is not None:
+        return focal_from_fov(fov, width, height), "--fov"
+    exif = exif_focal_px(image)
+    if exif is not None:
+        return exif, "exif"
+    return float(default_focal(width, height)), "default (1.2 x the longer side)"
+
+
+def find_keypoints(img: np.ndarray,  # [H, W, 3] uint8 RGB
+                   keypoints: str | Path | None, boxes: list[tuple[float, float, float, float]] | None = None,
+                   max_people: int = 4) -> Keypoints:
+    """The keypoints of a file, else those the built-in detector finds."""
+    if keypoints is not None:
+        return read_keypoints(keypoints)
+    from hmr.detector import detect_people
+
+    det = detect_people(img, max_people=max_people, boxes=boxes)
+    if len(det) == 0:
+        where = f"in the {len(boxes)} boxes given" if boxes else "in the image"
+        raise MetatuneError(f"the built-in detector found no person {where}; pass --keypoints or --boxes")
+    return from_layout(det.xy, det.conf, "mediapipe33")
+
+
+def infer(image: str | Path, keypoints: str | Path | None, out_dir: str | Path, model: str | Path | None = None,
+          checkpoint: str | Path | None = None, baseline: bool = False,
+          smplify_cfg: SmplifyConfig | None = None, steps: int | None = None, focal: float | None = None,
+          fov: float | None = None, frame: str = "camera", boxes: list[tuple[float, float, float, float]] | None = None,
+          max_people: int = 4) -> dict:
+    """Fit every person with enough confident keypoints; write person_<i>.obj, overlay.png, keypoints.json
+    (BODY_25, what was fitted) and result.json. steps: adaptation steps of the meta-learned fit (default: the
+    checkpoint's)."""
     img = read_image(image)
     h, w = img.shape[:2]
-    kp: Keypoints = read_keypoints(keypoints)
-    kp, kept = select_people(kp, w, h)
+    kp, kept, notes = select_people(find_keypoints(img, keypoints, boxes, max_people), w, h)
+    for note in notes:
+        warn(note)
+    f, focal_source = image_focal(image, w, h, focal, fov)
     body = BodyModel.load(model)
-    prob = fit_problem(body, kp.xy, kp.conf, kp.joint_map, torch.full((len(kept),), float(w)),
-                       torch.full((len(kept),), float(h)))
-    fit = fit_people(body, prob, kp.fmt, checkpoint, smplify_cfg, steps)
+    n = len(kept)
+    prob = fit_problem(body, kp.xy, kp.conf, kp.joint_map, torch.full((n,), float(w)), torch.full((n,), float(h)),
+                       focal=torch.full((n,), f))
+    fit = fit_people(body, prob, checkpoint, baseline, smplify_cfg, steps)
     orient, pose, betas, transl = unpack(fit.params)
     with torch.no_grad():
         verts, _ = body(betas, global_rotation(orient), pose)
         verts = verts + transl[:, None]
         joints = posed_joints(body, fit.params)
+    quality = fit_quality(body, fit.params, prob, verts, fit.loss)
+    axes = torch.tensor(FRAMES[frame])
     faces = torch.as_tensor(body.faces)
-    result = {"image": str(image), "keypoints": str(keypoints), "keypoint_format": kp.fmt, "method": fit.method,
+    result = {"image": str(image), "keypoints": str(keypoints) if keypoints else "detected (BlazePose)",
+              "keypoint_format": kp.fmt, "method": fit.method, "frame": frame,
               "model": str(model) if model else "generated", "model_type": body.kind,
               "body_pose_layout": "SMPL: 23 joints x axis-angle" if body.kind == "smpl"
               else "first 63 values: the model's 21 body joints; the last 6 (SMPL's hands) unused",
-              "camera": {"focal": float(prob.focal[0]), "centre": prob.centre[0].tolist(), "width": w, "height": h},
-              "people": [_person_json(body, fit, i, joints, kept[i]) for i in range(len(kept))]}
+              "camera": {"focal": f, "focal_source": focal_source, "centre": prob.centre[0].tolist(), "width": w,
+                         "height": h},
+              "people": [_person_json(fit, i, joints * axes, kept[i], quality[i]) for i in range(n)]}
 
     with staged_folder(Path(out_dir), stale=("person_*.obj",)) as tmp:  # no person of an earlier run is left
-        for i in range(len(kept)):
-            save_obj(str(tmp / f"person_{i}.obj"), verts[i], faces)
-        ov = overlay(img, verts, faces, float(prob.focal[0]), tuple(prob.centre[0].tolist()), render_px=render_px)
+        for i in range(n):
+            save_obj(str(tmp / f"person_{i}.obj"), verts[i] * axes, faces)
+        ov = overlay(img, verts, faces, f, tuple(prob.centre[0].tolist()))
         if not cv2.imwrite(str(tmp / "overlay.png"), ov[..., ::-1]):
             raise MetatuneError(f"could not write {Path(out_dir) / 'overlay.png'}")
+        write_json(tmp / "keypoints.json", body25_json(kp.xy, kp.conf))
         write_json(tmp / "result.json", result, indent=1)
     return result

@@ -22,7 +22,7 @@ from hmr.joint_uncertainty import joint_std_mm, root_relative_joints
 from hmr.metrics import calibration_scale, procrustes_align
 from hmr.objective import PARAM_DIM, FitProblem, FitWeights, fit_loss, hessian_diagonal
 from hmr.regressor import KeypointRegressor
-from hmr.synthetic import People, SyntheticConfig, make_people, people_problem
+from hmr.synthetic import People, SyntheticConfig, make_people, other_layouts, people_problem
 from metatune import checkpoint as mt_checkpoint
 from metatune.atomic import append_jsonl, write_json
 from metatune.run_folder import RunFolder, checkpoint_file
@@ -47,6 +47,7 @@ class MetaFitConfig:
     meta_steps: int = 150
     train_pool: int = 65536        # synthetic training people (drawn once, sampled with replacement)
     hidden: int = 512
+    other_layouts: float = 0.0     # fraction of training people given COCO-17 / MediaPipe-33's missing points
     seed: int = 0
     pretrain_checkpoint_every: int = 100  # hmr train: a resumable checkpoint every this many pretraining steps
     checkpoint_every: int = 5             # ... and every this many meta-training steps
@@ -152,7 +153,10 @@ class MetaFitter:
         out = []
         for _ in range(n):
             idx = torch.randint(0, len(self._pool), (people or self.cfg.people_per_task,), generator=self._gen)
-            out.append(self.task(self._pool.subset(idx)))
+            people = self._pool.subset(idx)
+            if self.cfg.other_layouts > 0:
+                people = other_layouts(people, self.cfg.other_layouts, self._gen)
+            out.append(self.task(people))
         return out
 
     # -- training ----------------------------------------------------------------------------------
@@ -242,6 +246,12 @@ class MetaFitter:
         mt_checkpoint.save(path, {"tuner": self.tuner.state_dict(), "fit": meta,
                                   "training": self._training_state(finished)}, "hmr", KIND)
 
+    def save_fit(self, path: str | Path) -> None:
+        """What fitting needs of a finished run, without the meta-optimizer and training state: a third of the
+        size, and loading it builds no optimizer (torch.optim's first use imports for seconds)."""
+        meta = {"config": asdict(self.cfg), "weights": asdict(self.weights), "calibration": self.calibration}
+        mt_checkpoint.save(path, {"tuner": self.tuner.state_dict() | {"optimizer": None}, "fit": meta}, "hmr", KIND)
+
     def _training_state(self, finished: bool) -> dict[str, Any]:
         # The pretraining optimizer and schedule matter only until pretraining ends; later checkpoints drop them.
         opt, sched = self._pre_opt, self._pre_sched
@@ -303,6 +313,7 @@ class MetaFitter:
 
 
 KIND = "meta_fit"
+FIT_FILE = "fit.pt"   # a finished run's fit without its training state (hmr/trained/fit.pt ships)
 
 
 def train_run(out: str | Path, cfg: MetaFitConfig, model: str | Path | None = None, calibration_people: int = 128,
@@ -325,9 +336,11 @@ def train_run(out: str | Path, cfg: MetaFitConfig, model: str | Path | None = No
         if resuming:
             fitter = MetaFitter.load(body, run.checkpoint, log_path=run.log, resume=True)
             if fitter.finished:
+                if not (run / FIT_FILE).is_file():   # killed after its last checkpoint
+                    fitter.save_fit(run / FIT_FILE)
                 if run.metrics.is_file():
                     return json.loads(run.metrics.read_text()), False
-                return _report(run, fitter, resumed=True), False   # killed after its last checkpoint
+                return _report(run, fitter, resumed=True), False
         else:
             fitter = MetaFitter(body, cfg, log_path=run.log)
         while fitter.pretrain_step < cfg.pretrain_steps:
@@ -338,6 +351,7 @@ def train_run(out: str | Path, cfg: MetaFitConfig, model: str | Path | None = No
             fitter.save(run.checkpoint, finished=False)
         fitter.calibrate(make_split(body, "train", calibration_people))
         fitter.save(run.checkpoint)   # finished: what infer, adapt and evaluate load
+        fitter.save_fit(run / FIT_FILE)
         return _report(run, fitter, resumed=resuming), True
 
 

@@ -1,4 +1,5 @@
-"""The baseline: SMPLify-style fitting from the mean pose (camera stage, then pose and shape), with Adam."""
+"""The baseline: SMPLify-style fitting from the mean pose (camera stage, then pose and shape through
+coarse-to-fine robust scales), with Adam."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -9,14 +10,15 @@ from torch import Tensor
 import metatune as mt
 from hmr.body_model import BodyModel
 from hmr.camera import TORSO_PAIRS
-from hmr.objective import ORIENT, TRANSL, FitProblem, FitWeights, fit_loss, fit_loss_terms
+from hmr.objective import ORIENT, TRANSL, FitProblem, FitWeights, fit_loss_terms
+from hmr.robust_schedule import ROBUST_SCHEDULE, coarse_to_fine
 from hmr.synthetic import mean_start
 
 
 @dataclass
 class SmplifyConfig:
     camera_steps: int = 100
-    body_steps: int = 100
+    body_steps: int = 120    # split evenly over the robust scales of hmr.robust_schedule, widest first
     lr: float = 0.05
 
 
@@ -43,5 +45,5 @@ def smplify(body: BodyModel, prob: FitProblem, weights: FitWeights | None = None
     none = torch.zeros(())  # mt.solve needs some hparams; the baseline has none to differentiate
     cam = mt.solve(camera_loss, start, none, solver="adam", steps=cfg.camera_steps, lr=cfg.lr, hypergrad="none")
     body_start = torch.where(cam_mask, cam, start)
-    return mt.solve(lambda x, _h: fit_loss(body, x, prob, weights).sum(), body_start, none, solver="adam",
-                    steps=cfg.body_steps, lr=cfg.lr, hypergrad="none")
+    return coarse_to_fine(body, body_start, prob, weights, steps_per_stage=max(1, cfg.body_steps // len(
+        ROBUST_SCHEDULE)), lr=cfg.lr)

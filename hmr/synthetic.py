@@ -3,7 +3,7 @@ keypoints with pixel noise, missing joints and outliers. Train and held-out spli
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -11,10 +11,13 @@ from torch import Tensor
 from hmr.body_model import BodyModel
 from hmr.camera import default_focal, init_translation, project
 from hmr.keypoints import BODY25_TO_SMPLX
+from hmr.layouts import body25_index
 from hmr.objective import PARAM_DIM, FitProblem, posed_joints, torso_scale
 from hmr.pose_limits import sample_poses
 
-SPLIT_SEEDS = {"train": 0, "heldout": 1}
+SPLIT_SEEDS = {"train": 0, "heldout": 1, "hard": 2}
+# The hard split: every joint angle perturbed by up to this much more (radians), beyond the limits too.
+HARD_EXTRA_RAD = 0.4
 
 
 @dataclass
@@ -28,6 +31,7 @@ class SyntheticConfig:
     tilt_deg: float = 10.0
     beta_std: float = 1.0
     height_frac: tuple[float, float] = (0.45, 0.85)  # person height / image height
+    pose_extra_rad: float = 0.0   # each pose value perturbed uniformly by up to this much (the hard split: 0.4)
 
 
 @dataclass
@@ -54,6 +58,8 @@ def make_people(body: BodyModel, n: int, seed: int, cfg: SyntheticConfig | None 
     g = torch.Generator().manual_seed(seed)
     u = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
     pose = sample_poses(n, g)
+    if cfg.pose_extra_rad > 0:
+        pose = pose + cfg.pose_extra_rad * (2 * u(n, 69) - 1)
     betas = (cfg.beta_std * torch.randn(n, 10, generator=g)).clamp(-2.5, 2.5)
     deg = math.pi / 180
     orient = torch.stack([(2 * u(n) - 1) * cfg.tilt_deg * deg, (2 * u(n) - 1) * cfg.yaw_deg * deg,
@@ -92,10 +98,25 @@ def make_people(body: BodyModel, n: int, seed: int, cfg: SyntheticConfig | None 
 
 
 def make_split(body: BodyModel, split: str, n: int, cfg: SyntheticConfig | None = None) -> People:
-    """The train or held-out split (different seeds, same distribution)."""
+    """The train or held-out split (different seeds, same distribution), or the hard held-out split (poses
+    perturbed by up to HARD_EXTRA_RAD more)."""
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLIT_SEEDS)}")
+    if split == "hard":
+        cfg = replace(cfg or SyntheticConfig(), pose_extra_rad=HARD_EXTRA_RAD)
     return make_people(body, n, SPLIT_SEEDS[split], cfg)
+
+
+def other_layouts(people: People, fraction: float, generator: torch.Generator) -> People:
+    """`fraction` of the people seen as COCO-17 or MediaPipe-33 keypoints (half each) read into BODY_25: the
+    points those layouts lack (neck, mid-hip, feet or small toes) missing, so one regressor takes all three."""
+    n = len(people)
+    pick = torch.rand(n, generator=generator)
+    keep = torch.ones(n, 25, dtype=torch.bool)
+    for layout, lo, hi in (("coco17", 0.0, fraction / 2), ("mediapipe33", fraction / 2, fraction)):
+        have = torch.tensor([i is not None for i in body25_index(layout)])
+        keep = torch.where(((pick >= lo) & (pick < hi))[:, None], keep & have, keep)
+    return replace(people, kp_xy=people.kp_xy * keep[..., None], kp_conf=people.kp_conf * keep)
 
 
 def fit_problem(body: BodyModel, kp_xy: Tensor,  # [B, K, 2]

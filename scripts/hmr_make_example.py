@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     verts, joints = verts + t[:, None], joints + t[:, None]
     uv = f * joints[..., :2] / joints[..., 2:] + torch.tensor([w / 2, h / 2])
     img = overlay(gradient_background(w, h), verts, torch.as_tensor(body.faces), f, (w / 2, h / 2), opacity=1.0,
-                  render_px=240, colours=np.array([[0.62, 0.70, 0.82]]))
+                  colours=np.array([[0.62, 0.70, 0.82]]))
     args.out.mkdir(parents=True, exist_ok=True)
     write_with(args.out / "image.png", lambda tmp: cv2.imwrite(str(tmp), img[..., ::-1]))
     g = torch.Generator().manual_seed(args.seed)

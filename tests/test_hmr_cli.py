@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hmr.body_model import BodyModel, generated_model_path, read_model_file
+from hmr.body_model import BodyModel, generated_model_path, read_model_file, write_model_file
 from hmr.camera import project
 from hmr.demo import person_image
 from hmr.keypoints import BODY25_TO_SMPLX, COCO17_TO_SMPLX, body25_json
@@ -32,7 +32,7 @@ def test_infer_writes_meshes_overlay_and_result(scene, tmp_path):
     d, person, body = scene
     out = tmp_path / "fit"
     assert main(["hmr", "infer", str(d / "person.png"), "--keypoints", str(d / "kp.json"), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["overlay.png", "person_0.obj", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["keypoints.json", "overlay.png", "person_0.obj", "result.json"]
     obj = (out / "person_0.obj").read_text().splitlines()
     assert sum(line.startswith("v ") for line in obj) == 6890
     res = json.loads((out / "result.json").read_text())
@@ -96,7 +96,7 @@ def test_train_evaluate_and_infer_with_a_checkpoint(scene, tmp_path):
     assert main(train) == 0  # a finished run run again is reported complete, never retrained or overwritten
     assert main(["hmr", "evaluate", "--checkpoint", str(ckpt), "--people", "3", "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["summary"]
-    assert metrics["meta_fit"]["iterations"] == 2 and metrics["smplify"]["iterations"] == 200
+    assert metrics["meta_fit"]["iterations"] == 2 and metrics["smplify"]["iterations"] == 100 + 120
     assert main(["hmr", "adapt", "--keypoints", str(d / "kp.json"), "--width", "200", "--height", "300",
                  "--checkpoint", str(ckpt), "--out", str(tmp_path / "a")]) == 0
     assert json.loads((tmp_path / "a" / "result.json").read_text())["method"] == "meta"
@@ -133,3 +133,29 @@ def test_bad_inputs_fail_clearly_without_output(scene, tmp_path, capsys):
                            "--out", str(out)], "cannot read body model", out)
     _expect_error(capsys, ["hmr", "evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(out)],
                   "--checkpoint: not found", out)
+
+
+def test_untrusted_model_shapes_and_out_folders(scene, tmp_path, capsys):
+    """A model with the right keys and wrong shapes, --out naming a file, and a reused --out with more people."""
+    d, person, _ = scene
+    img, kp = str(d / "person.png"), str(d / "kp.json")
+    arrays = read_model_file(generated_model_path())
+    for key, bad, match in (("posedirs", arrays["posedirs"][:, :, :100], "field 'posedirs' has shape (6890, 3, 100)"),
+                            ("J_regressor", arrays["J_regressor"][:10], "field 'J_regressor' has shape (10, 6890)"),
+                            ("f", arrays["f"] + 7000, "faces index vertices outside 0..6889")):
+        model = tmp_path / f"bad_{key}.pkl"
+        write_model_file(model, arrays | {key: bad})
+        _expect_error(capsys, ["hmr", "infer", img, "--keypoints", kp, "--model", str(model), "--out",
+                               str(tmp_path / "never")], match, tmp_path / "never")
+    (tmp_path / "afile").write_text("x")
+    assert main(["hmr", "infer", img, "--keypoints", kp, "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps(body25_json(person.kp_xy.repeat(2, 1, 1), person.kp_conf.repeat(2, 1))))
+    out = tmp_path / "reused"
+    assert main(["hmr", "infer", img, "--keypoints", str(two), "--out", str(out), "--baseline"]) == 0
+    assert (out / "person_1.obj").is_file()
+    (out / "notes.txt").write_text("the user's own file")
+    assert main(["hmr", "infer", img, "--keypoints", kp, "--out", str(out), "--baseline"]) == 0
+    assert not (out / "person_1.obj").exists() and (out / "notes.txt").is_file()   # no stale mesh, user files kept
+    assert len(json.loads((out / "result.json").read_text())["people"]) == 1
