@@ -238,8 +238,7 @@ class MetaTuner:
             if not math.isfinite(mean_outer):
                 raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
                                     "lower outer_lr or inner_lr")
-            self._check_gradients()
-            torch.nn.utils.clip_grad_norm_(self.meta_parameters(), cfg.grad_clip)
+            self._clip_gradients()
             self.optimizer.step()
             record = {"step": self.step_count, "outer_loss": mean_outer, "inner_loss_before": mean_pre,
                       "inner_loss_after": mean_post}
@@ -288,10 +287,18 @@ class MetaTuner:
         draws the same probes whichever rank adapts it."""
         return torch.Generator().manual_seed((self.config.seed * 1_000_003 + self.step_count) * 1_009 + index)
 
-    def _check_gradients(self) -> None:
-        """Stop before a non-finite meta-gradient reaches the meta-parameters (and the next checkpoint)."""
+    def _clip_gradients(self) -> None:
+        """Clip the meta-gradient to norm config.grad_clip, stopping before a non-finite one reaches the
+        meta-parameters (and the next checkpoint): one norm serves both, so a step reads one number back."""
+        params = self.meta_parameters()
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not bool(torch.isfinite(norm)):
+            self._raise_nonfinite(params)
+        torch.nn.utils.clip_grads_with_norm_(params, self.config.grad_clip, norm)
+
+    def _raise_nonfinite(self, params: list[nn.Parameter]) -> None:
         names = {id(p): n for n, p in self.init.named_parameters()}
-        for i, p in enumerate(self.meta_parameters()):
+        for i, p in enumerate(params):
             if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
                 name = names.get(id(p), f"step-size/prior parameter {i}")
                 raise MetatuneError(f"meta-training step {self.step_count}: the meta-gradient of {name} is not "
