@@ -26,29 +26,30 @@ class CartpoleBalance(TuningProblem):
     name = "cartpole"
 
     def __init__(self, horizon: int = 300, dt: float = 0.01, target: float = 0.5,
-                 distribution: TaskDistribution = CARTPOLE_TASKS, dtype: torch.dtype = torch.float64):
+                 distribution: TaskDistribution = CARTPOLE_TASKS, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str = "cpu"):
         self.horizon, self.dt, self.target = horizon, dt, target
-        self.distribution, self.dtype = distribution, dtype
-        self.upright = torch.tensor([target, math.pi, 0.0, 0.0], dtype=dtype)
-        self.weights = torch.tensor([1.0, 1.0, 0.1, 0.1], dtype=dtype)
+        self.distribution, self.dtype, self.device = distribution, dtype, torch.device(device)
+        self.upright = torch.tensor([target, math.pi, 0.0, 0.0], dtype=dtype, device=self.device)
+        self.weights = torch.tensor([1.0, 1.0, 0.1, 0.1], dtype=dtype, device=self.device)
         self.k0 = self.nominal_gain()
 
     def nominal_gain(self) -> Tensor:
         """The LQR gain [1, 4] of the nominal cart-pole linearised upright."""
         nominal = make("cartpole", dtype=self.dtype, dt=self.dt)
-        a, b = linearize(nominal.step, self.upright, torch.zeros(1, dtype=self.dtype))
-        return lqr_gain(a, b, torch.diag(self.weights), torch.tensor([[0.01]], dtype=self.dtype))
+        a, b = linearize(nominal.step, self.upright, torch.zeros(1, dtype=self.dtype, device=self.device))
+        return lqr_gain(a, b, torch.diag(self.weights), torch.tensor([[0.01]], dtype=self.dtype, device=self.device))
 
     def init_params(self) -> Tensor:
         """Log scales of the nominal LQR gain's entries [1, 4]: zero is the nominal LQR gain."""
-        return torch.zeros(1, 4, dtype=self.dtype)
+        return torch.zeros(1, 4, dtype=self.dtype, device=self.device)
 
     def closed_loop(self, tasks: list[RobotTask]) -> tuple:
         env = make("cartpole", dtype=self.dtype, dt=self.dt,
-                   **stack_params(tasks, default_params("cartpole"), self.dtype))
-        x0 = torch.zeros(len(tasks), 4, dtype=self.dtype)
+                   **stack_params(tasks, default_params("cartpole"), self.dtype, self.device))
+        x0 = torch.zeros(len(tasks), 4, dtype=self.dtype, device=self.device)
         x0[:, 1] = math.pi - 0.15
-        policy = StateFeedback(lambda t: self.upright, torch.zeros(1, dtype=self.dtype), self.k0)
+        policy = StateFeedback(lambda t: self.upright, torch.zeros(1, dtype=self.dtype, device=self.device), self.k0)
         w = self.weights
 
         def cost(x: Tensor, u: Tensor, t: int) -> Tensor:
@@ -57,7 +58,8 @@ class CartpoleBalance(TuningProblem):
         return env.step, x0, policy, cost
 
     def trajectory(self, states: Tensor) -> Trajectory:
-        time = torch.arange(states.shape[0], dtype=self.dtype)[:, None].expand(states.shape[:2]) * self.dt
+        time = torch.arange(states.shape[0], dtype=self.dtype, device=states.device)[:, None].expand(
+            states.shape[:2]) * self.dt
         reference = self.upright[:2].expand(*states.shape[:2], 2)
         return Trajectory(time, states, reference, states[..., :2], ("cart x", "pole q"))
 
@@ -67,4 +69,5 @@ class CartpoleBalance(TuningProblem):
     def features(self, task: RobotTask) -> Tensor:
         p = {**default_params("cartpole"), **task.params}
         return torch.tensor([p["mass_cart"] - 1, p["mass_pole"] * 10 - 1, p["length_pole"] - 1,
-                             p["damping_cart"] * 4 - 1, p["payload_pole"] * 10 - 1], dtype=self.dtype)
+                             p["damping_cart"] * 4 - 1, p["payload_pole"] * 10 - 1], dtype=self.dtype,
+                            device=self.device)

@@ -20,7 +20,6 @@ from metatune.verb_args import (
 )
 
 VERBS = ("train", "adapt", "evaluate")
-CPU_ONLY = "the robot domain runs on CPU (MuJoCo steps and small batched rigid-body models)"
 TASKS = ("cartpole", "pendulum", "quadrotor")  # envs.problems.PROBLEMS, named here so --help imports no torch
 
 
@@ -89,15 +88,15 @@ def _train(args: argparse.Namespace) -> int:
     from envs.workflows import train
     from metatune.verb_args import torch_device
 
-    torch_device(args.device, CPU_ONLY)
+    device = torch_device(args.device)
     cfg = RobotMetaConfig(method=args.method, init=args.init, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
                           outer_lr=args.outer_lr, robots_per_task=args.robots_per_task, seed=args.seed)
     if cfg.method not in ("metasgd", "fomaml"):
         raise MetatuneError(f"--method {cfg.method!r}: adjoint rollouts support first-order 'metasgd' or 'fomaml'")
     mjcf = _mjcf_spec(args)
     task = "mjcf" if mjcf is not None else args.task
-    print(json.dumps(train(task, args.out, args.steps, cfg, args.horizon, args.dt, force=args.force, mjcf=mjcf),
-                     indent=2))
+    print(json.dumps(train(task, args.out, args.steps, cfg, args.horizon, args.dt, force=args.force, mjcf=mjcf,
+                           device=device), indent=2))
     return 0
 
 
@@ -106,18 +105,18 @@ def _adapt_or_evaluate(args: argparse.Namespace) -> int:
     from envs.workflows import adapt, evaluate, load_tuner
     from metatune.verb_args import torch_device
 
-    torch_device(args.device, CPU_ONLY)
+    device = torch_device(args.device)
     mjcf = _mjcf_spec(args)
     if args.checkpoint is not None:
         if mjcf is not None:
             raise MetatuneError("--checkpoint's run folder names its MJCF model; leave out --mjcf")
-        problem, tuner = load_tuner(args.checkpoint)
+        problem, tuner = load_tuner(args.checkpoint, device)
         if args.task is not None and args.task != problem.name:
             raise MetatuneError(f"checkpoint {args.checkpoint} was trained for {problem.name!r}, not {args.task!r}")
     else:
         if args.task is None and mjcf is None:
             raise MetatuneError("give --task or --mjcf (and --checkpoint for the meta-tuned start)")
-        problem, tuner = make_problem(args.task or "mjcf", args.horizon, None, mjcf), None
+        problem, tuner = make_problem(args.task or "mjcf", args.horizon, None, mjcf, device), None
     tasks = _robots(args, problem)
     if args.verb == "adapt":
         result = adapt(problem, tuner, tasks, args.steps, args.out, args.backend, args.physics)

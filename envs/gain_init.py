@@ -32,7 +32,7 @@ class NeuralGains(nn.Module):
         features = problem.features(problem.sample_tasks(1, 0)[0]).numel()
         self.base = nn.Parameter(base.detach().clone())
         self.net = nn.Sequential(nn.Linear(features, hidden), nn.Tanh(), nn.Linear(hidden, base.numel()))
-        self.net.to(base.dtype)
+        self.net.to(base)  # the base's dtype and device
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 

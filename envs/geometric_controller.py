@@ -25,9 +25,10 @@ HAND_SET = (9.0, 6.0, 400.0, 40.0, 5.0)  # critically damped at 3 rad/s (positio
 FLOORS = tuple(g / 3 for g in HAND_SET)
 
 
-def default_log_gains(knots: int = 1, observer: bool = True, dtype: torch.dtype = torch.float64) -> Tensor:
+def default_log_gains(knots: int = 1, observer: bool = True, dtype: torch.dtype = torch.float64,
+                      device: torch.device | str = "cpu") -> Tensor:
     """The hand-set gains as a log-gain schedule [knots, 4 or 5]."""
-    g = torch.tensor(HAND_SET[: 5 if observer else 4], dtype=dtype).log()
+    g = torch.tensor(HAND_SET[: 5 if observer else 4], dtype=dtype, device=device).log()
     return g.expand(knots, -1).clone()
 
 
@@ -51,20 +52,23 @@ class GeometricController:
     [rotor thrusts (4), dz/dt (3)]; `ClosedLoopQuadrotor.step` integrates the observer with the robot.
     """
 
-    def __init__(self, nominal: Quadrotor, reference: FigureEight, horizon: int, observer: bool = True):
+    def __init__(self, nominal: Quadrotor, reference: FigureEight, horizon: int, observer: bool = True,
+                 device: torch.device | str = "cpu"):
+        """device: where the controller's constants live (that of the states it will be called on)."""
         self.nominal, self.reference, self.horizon, self.observer = nominal, reference, horizon, observer
-        like = torch.zeros((), dtype=torch.float64)
+        like = torch.zeros((), dtype=torch.float64, device=device)
         self.mass = float(nominal.total_mass(like))
         self.inertia = nominal.inertia(like)
         r = nominal.rotor_positions(like)
-        spin = torch.tensor(Quadrotor.SPIN, dtype=torch.float64)
-        mixer = torch.stack([torch.ones(4, dtype=torch.float64), r[:, 1], -r[:, 0], nominal.param("kq", like) * spin])
+        spin = torch.tensor(Quadrotor.SPIN, dtype=torch.float64, device=device)
+        mixer = torch.stack([torch.ones(4, dtype=torch.float64, device=device), r[:, 1], -r[:, 0],
+                             nominal.param("kq", like) * spin])
         self.unmix = torch.linalg.inv(mixer)  # [4, 4]: (thrust, torque) -> rotor thrusts
         self.gravity = nominal.gravity
-        self.limits = discrete_limits(nominal.dt, observer)
-        self.floors = torch.tensor(FLOORS[: 5 if observer else 4], dtype=torch.float64)
-        self.e3 = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-        self.b1 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)  # desired heading: body x along world x
+        self.limits = discrete_limits(nominal.dt, observer).to(device)
+        self.floors = torch.tensor(FLOORS[: 5 if observer else 4], dtype=torch.float64, device=device)
+        self.e3 = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=device)
+        self.b1 = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, device=device)  # desired heading: body x
 
     def __call__(self, x: Tensor, t: int | Tensor, log_gains: Tensor) -> Tensor:  # [..., 17], [..., K, G] -> [..., 7]
         dtype = x.dtype

@@ -17,13 +17,13 @@ def linearize(step, x_eq: Tensor, u_eq: Tensor) -> tuple[Tensor, Tensor]:  # [nx
 
 def lqr_gain(a: Tensor, b: Tensor, q: Tensor, r: Tensor) -> Tensor:  # -> K [nu, nx]
     """The infinite-horizon discrete LQR gain K (u = -K x) of x+ = A x + B u with costs Q, R."""
-    an, bn, qn, rn = (t.detach().double().numpy() for t in (a, b, q, r))
+    an, bn, qn, rn = (t.detach().cpu().double().numpy() for t in (a, b, q, r))  # scipy solves on the CPU
     try:
         p = scipy.linalg.solve_discrete_are(an, bn, qn, rn)
     except (np.linalg.LinAlgError, ValueError) as err:
         raise MetatuneError(f"LQR: the discrete Riccati equation has no stabilising solution ({err})") from err
     k = np.linalg.solve(rn + bn.T @ p @ bn, bn.T @ p @ an)
-    return torch.as_tensor(k, dtype=a.dtype)
+    return torch.as_tensor(k, dtype=a.dtype, device=a.device)
 
 
 class StateFeedback:

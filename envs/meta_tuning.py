@@ -55,7 +55,7 @@ def make_tuner(problem: TuningProblem, cfg: RobotMetaConfig, log_path: Path | No
 def fixed_start_tuner(start: Tensor, lr: float | Tensor, problem: TuningProblem) -> mt.MetaTuner:
     """A tuner that adapts from a fixed start [B, ...] with fixed step sizes (a scalar, or one per element of
     the start): plain gradient descent through the engine, for untuned baselines."""
-    lr_t = torch.as_tensor(lr, dtype=start.dtype)
+    lr_t = torch.as_tensor(lr, dtype=start.dtype, device=start.device)
     config = mt.MetaConfig(method="metasgd", inner_lr=1.0, meta_batch=1, first_order=True, batch_dims=0)
     tuner = mt.MetaTuner(start.detach().clone(), problem.loss, config=config)
     assert tuner.log_lr is not None

@@ -102,8 +102,8 @@ class MjcfTracking(TuningProblem):
     log_loss = True
 
     def __init__(self, spec: MjcfSpec, horizon: int = 200, dt: float | None = None,
-                 dtype: torch.dtype = torch.float64):
-        self.spec, self.dtype = spec, dtype
+                 dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"):
+        self.spec, self.dtype, self.device = spec, dtype, torch.device(device)
         if spec.controller not in CONTROLLERS:
             raise MetatuneError(f"--controller {spec.controller!r}: choose from {CONTROLLERS}")
         self.base = load_model(spec.mjcf)
@@ -153,7 +153,7 @@ class MjcfTracking(TuningProblem):
     def _start_state(self) -> Tensor:
         m = self.base
         qpos = m.key_qpos[0] if m.nkey > 0 else m.qpos0
-        return torch.tensor(np.concatenate([qpos, np.zeros(m.nv + m.na)]), dtype=self.dtype)
+        return torch.tensor(np.concatenate([qpos, np.zeros(m.nv + m.na)]), dtype=self.dtype, device=self.device)
 
     def _reference(self) -> tuple[Tensor, Tensor]:
         """Joint targets [T+1, n] and their rates [T+1, n] of the controlled joints."""
@@ -216,7 +216,7 @@ class MjcfTracking(TuningProblem):
     def _default_log_gains(self) -> Tensor:
         """Log of kp, kd per controlled actuator: a 1 Hz, 0.7-damped oscillator about each joint's inertia."""
         m, d = self.base, mujoco.MjData(self.base)
-        d.qpos[:] = self.x0[: m.nq].numpy()
+        d.qpos[:] = self.x0[: m.nq].cpu().numpy()
         mujoco.mj_forward(m, d)
         full = np.zeros((m.nv, m.nv))
         mujoco.mj_fullM(m, d, full)
@@ -226,7 +226,7 @@ class MjcfTracking(TuningProblem):
             inertia, gear = full[v, v], abs(float(m.actuator_gear[a, 0])) or 1.0
             kp.append(inertia * omega ** 2 / gear)
             kd.append(2 * zeta * inertia * omega / gear)
-        return torch.tensor(kp + kd, dtype=self.dtype).log()
+        return torch.tensor(kp + kd, dtype=self.dtype, device=self.device).log()
 
     def dynamics(self, task: RobotTask) -> MujocoDynamics:
         """The task's randomised model as a differentiable step (kept for reuse, at most 64)."""
@@ -243,7 +243,7 @@ class MjcfTracking(TuningProblem):
     def init_params(self) -> Tensor:
         if self.spec.controller == "pd":
             return self.log_gains0.clone()
-        return torch.zeros(len(self.actuators), self.nq + self.nv + self.na, dtype=self.dtype)
+        return torch.zeros(len(self.actuators), self.nq + self.nv + self.na, dtype=self.dtype, device=self.device)
 
     def _gains(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """kp, kd [..., n] of the PD part."""
@@ -254,7 +254,7 @@ class MjcfTracking(TuningProblem):
     def closed_loop(self, tasks: list[RobotTask]) -> tuple:
         models = [self.dynamics(t) for t in tasks]
         qadr, vadr, nq = self.qadr, self.vadr, self.nq
-        act = torch.tensor(self.actuators)
+        act = torch.tensor(self.actuators, device=self.device)
         q_ref, qd_ref, target = self.q_ref, self.qd_ref, self.x_target
         linear = self.spec.controller == "linear"
 
@@ -269,7 +269,7 @@ class MjcfTracking(TuningProblem):
             out = kp * e + kd * de
             if linear:
                 out = out + ((target[ti] - x).unsqueeze(-2) * params).sum(-1)
-            u = torch.zeros(*x.shape[:-1], self.nu, dtype=x.dtype)
+            u = torch.zeros(*x.shape[:-1], self.nu, dtype=x.dtype, device=x.device)
             return u.index_copy(-1, act, out)
 
         def cost(x: Tensor, u: Tensor, t: int | Tensor) -> Tensor:
@@ -280,12 +280,14 @@ class MjcfTracking(TuningProblem):
         return step, x0, policy, cost
 
     def trajectory(self, states: Tensor) -> Trajectory:
-        time = torch.arange(states.shape[0], dtype=self.dtype)[:, None].expand(states.shape[:2]) * self.dt
+        time = torch.arange(states.shape[0], dtype=self.dtype, device=states.device)[:, None].expand(
+            states.shape[:2]) * self.dt
         reference = self.q_ref[: states.shape[0], None].expand(-1, states.shape[1], -1)
         return Trajectory(time, states, reference, states[..., self.qadr], tuple(self.joint_names))
 
     def features(self, task: RobotTask) -> Tensor:
-        return torch.tensor([math.log(task.params[k]) for k in sorted(self.spec.randomise)], dtype=self.dtype)
+        return torch.tensor([math.log(task.params[k]) for k in sorted(self.spec.randomise)], dtype=self.dtype,
+                            device=self.device)
 
     def mujoco_step(self, tasks: list[RobotTask]):
         return self.closed_loop(tasks)[0]  # the physics is MuJoCo already

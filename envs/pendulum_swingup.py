@@ -24,16 +24,17 @@ class PendulumSwingUp(TuningProblem):
     name = "pendulum"
 
     def __init__(self, horizon: int = 400, dt: float = 0.01, torque_limit: float = 0.6,
-                 distribution: TaskDistribution = PENDULUM_TASKS, dtype: torch.dtype = torch.float64):
+                 distribution: TaskDistribution = PENDULUM_TASKS, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str = "cpu"):
         self.horizon, self.dt, self.torque_limit = horizon, dt, torque_limit
-        self.distribution, self.dtype = distribution, dtype
+        self.distribution, self.dtype, self.device = distribution, dtype, torch.device(device)
         nominal = default_params("pendulum")
         m = nominal["mass_pole"]
         self.inertia = nominal["inertia_pole"] + m * nominal["com_pole"] ** 2
         self.mgl = m * 9.81 * nominal["com_pole"]
 
     def init_params(self) -> Tensor:
-        return torch.tensor(HAND_SET, dtype=self.dtype).log()
+        return torch.tensor(HAND_SET, dtype=self.dtype, device=self.device).log()
 
     def policy(self, x: Tensor, t: int, log_gains: Tensor) -> Tensor:  # [B, 2], [B, 3] -> [B, 1]
         g = log_gains.exp()
@@ -47,8 +48,8 @@ class PendulumSwingUp(TuningProblem):
 
     def closed_loop(self, tasks: list[RobotTask]) -> tuple:
         env = make("pendulum", dtype=self.dtype, dt=self.dt,
-                   **stack_params(tasks, default_params("pendulum"), self.dtype))
-        x0 = torch.zeros(len(tasks), 2, dtype=self.dtype)
+                   **stack_params(tasks, default_params("pendulum"), self.dtype, self.device))
+        x0 = torch.zeros(len(tasks), 2, dtype=self.dtype, device=self.device)
         x0[:, 0] = 0.05  # a nudge off the bottom equilibrium, where pumping has nothing to act on
 
         def cost(x: Tensor, u: Tensor, t: int) -> Tensor:
@@ -57,7 +58,8 @@ class PendulumSwingUp(TuningProblem):
         return env.step, x0, self.policy, cost
 
     def trajectory(self, states: Tensor) -> Trajectory:
-        time = torch.arange(states.shape[0], dtype=self.dtype)[:, None].expand(states.shape[:2]) * self.dt
+        time = torch.arange(states.shape[0], dtype=self.dtype, device=states.device)[:, None].expand(
+            states.shape[:2]) * self.dt
         # tracked: the tip height (cos form), reference: upright; distance measured on the unit circle
         tracked = torch.stack([torch.sin(states[..., 0]), -torch.cos(states[..., 0])], -1)
         reference = torch.zeros_like(tracked)
@@ -70,5 +72,5 @@ class PendulumSwingUp(TuningProblem):
     def features(self, task: RobotTask) -> Tensor:
         p = {**default_params("pendulum"), **task.params}
         return torch.tensor([p["mass_pole"] / 0.2 - 1, p["length_pole"] / 0.5 - 1, p["damping_pole"] * 20 - 1,
-                             p["payload_pole"] * 20 - 1], dtype=self.dtype)
+                             p["payload_pole"] * 20 - 1], dtype=self.dtype, device=self.device)
 

@@ -1,6 +1,7 @@
 """The PNGs a robotics user looks at: reference vs tracked trajectories, and cost over steps."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -15,6 +16,8 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def plot_tracking(runs: dict[str, Trajectory], path: Path, title: str, robot: int = 0) -> Path:
     """Reference vs tracked for one robot of each run: the x-y plane for 3D tracking, else time series."""
+    runs = {name: replace(tr, time=tr.time.cpu(), states=tr.states.cpu(), reference=tr.reference.cpu(),
+                          tracked=tr.tracked.cpu()) for name, tr in runs.items()}  # matplotlib reads CPU arrays
     first = next(iter(runs.values()))
     planar = first.labels[:2] == ("x", "y")
     dims = len(first.labels)

@@ -1,6 +1,8 @@
 """The controller-tuning problems by name (what `metatune robot --task` and the scripts choose from)."""
 from __future__ import annotations
 
+import torch
+
 from envs.cartpole_balance import CartpoleBalance
 from envs.pendulum_swingup import PendulumSwingUp
 from envs.quadrotor_tracking import QuadrotorTracking
@@ -11,9 +13,9 @@ PROBLEMS = {"quadrotor": QuadrotorTracking, "pendulum": PendulumSwingUp, "cartpo
 
 
 def make_problem(name: str, horizon: int | None = None, dt: float | None = None,
-                 mjcf: dict | None = None) -> TuningProblem:
+                 mjcf: dict | None = None, device: torch.device | str = "cpu") -> TuningProblem:
     """A tuning problem with its default horizon and time step unless given; with `mjcf` (an MjcfSpec as a
-    dict), the user's MJCF model (envs/mjcf_problem.py)."""
+    dict), the user's MJCF model (envs/mjcf_problem.py). Its tensors live on `device`."""
     if mjcf is not None:
         from envs.mjcf_problem import MjcfSpec, MjcfTracking
 
@@ -21,7 +23,7 @@ def make_problem(name: str, horizon: int | None = None, dt: float | None = None,
             spec = MjcfSpec(**mjcf)
         except TypeError as err:
             raise MetatuneError(f"MJCF task settings: {err}") from None
-        return MjcfTracking(spec, horizon or 200, dt)
+        return MjcfTracking(spec, horizon or 200, dt, device=device)
     if name not in PROBLEMS:
         raise MetatuneError(f"unknown tuning task {name!r}; choose from {sorted(PROBLEMS)}")
     kwargs = {}
@@ -33,4 +35,4 @@ def make_problem(name: str, horizon: int | None = None, dt: float | None = None,
         if not 0 < dt <= 0.1:
             raise MetatuneError(f"dt must be in (0, 0.1] seconds, got {dt}")
         kwargs["dt"] = dt
-    return PROBLEMS[name](**kwargs)
+    return PROBLEMS[name](**kwargs, device=device)

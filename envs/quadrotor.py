@@ -76,7 +76,7 @@ class Quadrotor:
         """
         arm = self.param("arm", u) / math.sqrt(2)
         scale = torch.stack(torch.broadcast_tensors(arm, arm, self.param("kq", u)), -1)
-        return u.sum(-1), (u @ self._torque_signs.to(u.dtype)) * scale
+        return u.sum(-1), (u @ self._torque_signs.to(u)) * scale
 
     def aero_force(self, x: Tensor) -> Tensor:
         """World-frame aerodynamic force drag * (wind - v) [..., 3]."""
@@ -91,7 +91,7 @@ class Quadrotor:
         thrust, torque = self.wrench(u)
         m = self.total_mass(x)
         force = quat_z_axis(quat) * thrust[..., None] + (self.aero_force(x) if aero is None else aero)
-        acc = force / m[..., None] - self._gravity.to(x.dtype)
+        acc = force / m[..., None] - self._gravity.to(x)
         inertia = self.inertia(x)
         domega = (torque - torch.linalg.cross(omega, inertia * omega)) / inertia
         vel_next = vel + self.dt * acc

@@ -28,30 +28,31 @@ class QuadrotorTracking(TuningProblem):
 
     def __init__(self, horizon: int = 300, dt: float = 0.01, knots: int = 1, observer: bool = True,
                  reference: FigureEight | None = None, distribution: TaskDistribution = QUAD_TASKS,
-                 dtype: torch.dtype = torch.float64):
+                 dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"):
         self.horizon, self.dt, self.knots, self.observer = horizon, dt, knots, observer
         self.reference = reference or FigureEight()
-        self.distribution, self.dtype = distribution, dtype
+        self.distribution, self.dtype, self.device = distribution, dtype, torch.device(device)
         self.nominal = Quadrotor(dtype=dtype, dt=dt)
 
     def init_params(self) -> Tensor:
-        return default_log_gains(self.knots, self.observer, self.dtype)
+        return default_log_gains(self.knots, self.observer, self.dtype, self.device)
 
     def controller(self) -> GeometricController:
-        return GeometricController(self.nominal, self.reference, self.horizon, self.observer)
+        return GeometricController(self.nominal, self.reference, self.horizon, self.observer, self.device)
 
     def robot(self, tasks: list[RobotTask]) -> ClosedLoopQuadrotor:
         """The B robots with their gusts, as one batched closed-loop step."""
         quad = make("quadrotor", dtype=self.dtype, dt=self.dt,
-                    **stack_params(tasks, Quadrotor.DEFAULTS, self.dtype))
-        return ClosedLoopQuadrotor(quad, torch.tensor([t.gust for t in tasks], dtype=self.dtype),
-                                   torch.tensor([t.gust_hz for t in tasks], dtype=self.dtype)[:, None],
-                                   torch.tensor([t.phase for t in tasks], dtype=self.dtype))
+                    **stack_params(tasks, Quadrotor.DEFAULTS, self.dtype, self.device))
+        like = {"dtype": self.dtype, "device": self.device}
+        return ClosedLoopQuadrotor(quad, torch.tensor([t.gust for t in tasks], **like),
+                                   torch.tensor([t.gust_hz for t in tasks], **like)[:, None],
+                                   torch.tensor([t.phase for t in tasks], **like))
 
     def x0(self, n: int) -> Tensor:
         """At rest at the reference's start, level [n, 17]."""
-        x = torch.zeros(n, 17, dtype=self.dtype)
-        x[:, :3] = self.reference(torch.zeros((), dtype=self.dtype))[0]
+        x = torch.zeros(n, 17, dtype=self.dtype, device=self.device)
+        x[:, :3] = self.reference(torch.zeros((), dtype=self.dtype, device=self.device))[0]
         x[:, 3] = 1.0
         return x
 
@@ -73,7 +74,7 @@ class QuadrotorTracking(TuningProblem):
         wind = list(p["wind"])
         inertia = [(p[k] - 0.011) / 0.004 for k in ("ixx", "iyy", "izz")]  # about [-1, 1] over the ranges
         return torch.tensor([p["mass"] + p["payload"] - 1.0, p["drag"] * 5 - 1, *inertia, *(w / 3 for w in wind),
-                             *(g / 2 for g in task.gust), task.gust_hz], dtype=self.dtype)
+                             *(g / 2 for g in task.gust), task.gust_hz], dtype=self.dtype, device=self.device)
 
     def mujoco_step(self, tasks: list[RobotTask]):
         raise MetatuneError("quadrotor gradients through MuJoCo are not offered: the gusty aerodynamic force is "
@@ -85,7 +86,7 @@ class QuadrotorTracking(TuningProblem):
         runs = [self._mujoco_one(params[i], tasks[i]) for i in range(len(tasks))]
         return self.trajectory(torch.stack(runs, 1))
 
-    def _mujoco_one(self, params: Tensor, task: RobotTask) -> Tensor:  # -> states [T+1, 17]
+    def _mujoco_one(self, params: Tensor, task: RobotTask) -> Tensor:  # -> states [T+1, 17] on self.device
         closed = self.robot([task])
         quad = closed.quad
         mujoco = load_mujoco()  # on first use: importing this module loads no MuJoCo
@@ -93,17 +94,17 @@ class QuadrotorTracking(TuningProblem):
         data = mujoco.MjData(model)
         policy = self.controller()
         x = self.x0(1)[0]
-        data.qpos[:], data.qvel[:] = x[:7].numpy(), x[7:13].numpy()
+        data.qpos[:], data.qvel[:] = x[:7].cpu().numpy(), x[7:13].cpu().numpy()  # MuJoCo steps on the CPU
         states = [x]
         drag = float(quad.params["drag"][0])
         with torch.no_grad():
             for t in range(self.horizon):
                 u = policy(x, t, params.detach())
-                wind = closed.wind(x[16:17])[0].numpy()
+                wind = closed.wind(x[16:17])[0].cpu().numpy()
                 data.xfrc_applied[1, :3] = drag * (wind - data.qvel[:3])
-                data.ctrl[:] = u[:4].numpy()
+                data.ctrl[:] = u[:4].cpu().numpy()
                 mujoco.mj_step(model, data)
-                robot = torch.from_numpy(np.concatenate([data.qpos, data.qvel])).to(self.dtype)
+                robot = torch.from_numpy(np.concatenate([data.qpos, data.qvel])).to(x)
                 x = torch.cat([robot, x[13:16] + self.dt * u[4:7], x[16:17] + self.dt])
                 states.append(x)
         return torch.stack(states)

@@ -54,9 +54,11 @@ class TaskDistribution:
         return tasks
 
 
-def stack_params(tasks: list[RobotTask], defaults: dict[str, Any], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Physical parameters of a batch of robots as tensors [B] (wind [B, 3]); missing ones take defaults."""
+def stack_params(tasks: list[RobotTask], defaults: dict[str, Any], dtype: torch.dtype,
+                 device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Physical parameters of a batch of robots as tensors [B] (wind [B, 3]) on `device`; missing ones take
+    defaults."""
     out = {}
     for key, default in defaults.items():
-        out[key] = torch.tensor([t.params.get(key, default) for t in tasks], dtype=dtype)
+        out[key] = torch.tensor([t.params.get(key, default) for t in tasks], dtype=dtype, device=device)
     return out

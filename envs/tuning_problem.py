@@ -37,6 +37,7 @@ class TuningProblem(ABC):
     horizon: int
     distribution: TaskDistribution
     dtype: torch.dtype
+    device = torch.device("cpu")  # where its tensors live (MuJoCo steps on the CPU and hands results back here)
     grad: str = "adjoint"
     log_loss: bool = True  # adapt on log(cost): scale-free steps, costs span decades across robots
 

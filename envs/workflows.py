@@ -26,17 +26,18 @@ TRAIN_DEFINING = ("domain", "task", "horizon", "dt", "config", "mjcf")  # a resu
 
 def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int | None = None,
           dt: float | None = None, progress: bool = True, force: bool = False,
-          checkpoint_every: int = 5, mjcf: dict | None = None) -> dict[str, Any]:
+          checkpoint_every: int = 5, mjcf: dict | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Meta-train a controller on sampled robots into the run folder `out` (docs/cli.md): config.json,
     checkpoint.pt every `checkpoint_every` steps, log.jsonl appended, training.png, metrics.json.
 
     A run folder holding the same run resumes where its checkpoint ends (and equals an uninterrupted run);
     one holding another run is refused unless `force`. `mjcf`: a user's model (envs.mjcf_problem.MjcfSpec as a
-    dict) instead of the built-in `task`.
+    dict) instead of the built-in `task`. `device` holds the gains and the torch models (not part of the run's
+    definition: a run resumes on any device).
     """
     if steps < 1:
         raise mt.MetatuneError(f"train steps must be >= 1, got {steps}")
-    problem = make_problem(task, horizon, dt, mjcf)
+    problem = make_problem(task, horizon, dt, mjcf, device)
     run = RunFolder(out)
     config = {"domain": "robot", "verb": "train", "task": task, "horizon": problem.horizon, "dt": problem.dt,
               "config": asdict(cfg), "mjcf": mjcf}
@@ -60,8 +61,8 @@ def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int |
     return metrics
 
 
-def load_tuner(checkpoint: Path) -> tuple[TuningProblem, mt.MetaTuner]:
-    """The problem and meta-tuner of a `train` run folder (or of the checkpoint file inside it)."""
+def load_tuner(checkpoint: Path, device: torch.device | str = "cpu") -> tuple[TuningProblem, mt.MetaTuner]:
+    """The problem and meta-tuner of a `train` run folder (or of the checkpoint file inside it), on `device`."""
     path = checkpoint_file(checkpoint)
     run = RunFolder(run_folder_of(checkpoint))
     settings = run.read_config()
@@ -70,7 +71,7 @@ def load_tuner(checkpoint: Path) -> tuple[TuningProblem, mt.MetaTuner]:
     if settings.get("domain") != "robot":
         raise mt.MetatuneError(f"{run.path} is a {settings.get('domain')!r} run, not a robot one")
     try:
-        problem = make_problem(settings["task"], settings["horizon"], settings["dt"], settings.get("mjcf"))
+        problem = make_problem(settings["task"], settings["horizon"], settings["dt"], settings.get("mjcf"), device)
         cfg = RobotMetaConfig(**settings["config"])
     except (KeyError, TypeError) as err:
         raise mt.MetatuneError(f"cannot read run settings {run.config}: {err}") from None

@@ -369,9 +369,12 @@ class MetaTuner:
         self.init.load_state_dict(state["init"])
         if state.get("generator") is not None:
             self.generator.set_state(state["generator"])
-        if state["log_lr"] is not None:
-            self.log_lr = nn.ParameterList([nn.Parameter(t.clone()) for t in state["log_lr"]])
-            self.log_prior_std = nn.ParameterList([nn.Parameter(t.clone()) for t in state["log_prior_std"]])
+        if state["log_lr"] is not None:  # onto the device of the init (checkpoints load onto the CPU)
+            first = next(self.init.parameters(), None)
+            device = first.device if first is not None else torch.device("cpu")
+            self.log_lr = nn.ParameterList([nn.Parameter(t.to(device, copy=True)) for t in state["log_lr"]])
+            self.log_prior_std = nn.ParameterList([nn.Parameter(t.to(device, copy=True))
+                                                   for t in state["log_prior_std"]])
         self.optimizer = None
         if state["optimizer"] is not None:
             self.optimizer = self._make_optimizer(self._param_groups())
