@@ -85,16 +85,19 @@ def _robots(args: argparse.Namespace, problem) -> list:
 
 def _train(args: argparse.Namespace) -> int:
     from envs.meta_tuning import RobotMetaConfig
+    from envs.problems import PROBLEMS
+    from envs.tuning_problem import TuningProblem
     from envs.workflows import train
     from metatune.verb_args import torch_device
 
     device = torch_device(args.device)
-    cfg = RobotMetaConfig(method=args.method, init=args.init, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
-                          outer_lr=args.outer_lr, robots_per_task=args.robots_per_task, seed=args.seed)
-    if cfg.method not in ("metasgd", "fomaml"):
-        raise MetatuneError(f"--method {cfg.method!r}: adjoint rollouts support first-order 'metasgd' or 'fomaml'")
     mjcf = _mjcf_spec(args)
     task = "mjcf" if mjcf is not None else args.task
+    outer_lr = args.outer_lr or PROBLEMS.get(task, TuningProblem).outer_lr
+    cfg = RobotMetaConfig(method=args.method, init=args.init, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
+                          outer_lr=outer_lr, robots_per_task=args.robots_per_task, seed=args.seed)
+    if cfg.method not in ("metasgd", "fomaml"):
+        raise MetatuneError(f"--method {cfg.method!r}: adjoint rollouts support first-order 'metasgd' or 'fomaml'")
     print(json.dumps(train(task, args.out, args.steps, cfg, args.horizon, args.dt, force=args.force, mjcf=mjcf,
                            device=device), indent=2))
     return 0
@@ -142,7 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="one meta-learned gain set, or a neural policy from task features to gains")
     tr.add_argument("--inner-steps", type=nonnegative_int, default=2)
     tr.add_argument("--inner-lr", type=positive_float, default=0.3)
-    tr.add_argument("--outer-lr", type=positive_float, default=0.05)
+    tr.add_argument("--outer-lr", type=positive_float, default=None,
+                    help="meta-training step (default: the task's, 0.05; cartpole 0.02)")
     tr.add_argument("--robots-per-task", type=positive_int, default=4)
     tr.add_argument("--horizon", type=positive_int, default=None)
     tr.add_argument("--dt", type=positive_float, default=None)

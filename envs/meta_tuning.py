@@ -23,6 +23,8 @@ class RobotMetaConfig:
     inner_lr: float = 0.3         # on log-gains and log-cost: a step changes gains by tens of percent
     outer_lr: float = 0.05
     robots_per_task: int = 4      # robots simulated together in one rollout (one meta-task)
+    inner_max_step: float = 1.0   # trust region of an inner step on a log-gain (a factor of e at most)
+    inner_backtrack: int = 4      # halvings of an inner step after which a robot's rollout diverged
     seed: int = 0
 
 
@@ -41,7 +43,9 @@ def make_tuner(problem: TuningProblem, cfg: RobotMetaConfig, log_path: Path | No
         torch.manual_seed(cfg.seed)
         init = NeuralGains(problem) if cfg.init == "neural" else SharedGains(problem.init_params())
     config = mt.MetaConfig(method=cfg.method, inner_steps=cfg.inner_steps, inner_lr=cfg.inner_lr,
-                           outer_lr=cfg.outer_lr, meta_batch=1, first_order=True, batch_dims=1, seed=cfg.seed)
+                           outer_lr=cfg.outer_lr, meta_batch=1, first_order=True, batch_dims=1, seed=cfg.seed,
+                           inner_max_step=cfg.inner_max_step, inner_backtrack=cfg.inner_backtrack,
+                           drop_diverging=True)
     tuner: mt.MetaTuner
 
     def sample(n: int) -> list[list[RobotTask]]:

@@ -39,6 +39,7 @@ class TuningProblem(ABC):
     dtype: torch.dtype
     device = torch.device("cpu")  # where its tensors live (MuJoCo steps on the CPU and hands results back here)
     grad: str = "adjoint"
+    outer_lr: float = 0.05  # the meta-training step `metatune robot train` uses unless told
     log_loss: bool = True  # adapt on log(cost): scale-free steps, costs span decades across robots
 
     @abstractmethod
@@ -78,9 +79,29 @@ class TuningProblem(ABC):
         out = mt.rollout(step, x0, policy, params, self.horizon, grad=grad or self.grad, cost=cost, store_states=False)
         return out.cost / self.horizon
 
+    dropped_robots: int = 0  # robots left out of a loss because their closed loop diverged (see `loss`)
+
     def loss(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> Tensor:
-        """Sum over robots of their mean cost (or its log): each robot's gradient is its own (scalar)."""
-        losses = self.robot_losses(params, tasks, grad)
+        """Sum over robots of their mean cost (or its log): each robot's gradient is its own (scalar).
+
+        A robot whose closed loop diverges at these gains (a MetatuneError from the rollout) is left out of
+        the sum and counted in `dropped_robots`, so one unstable robot does not abort meta-training; if every
+        robot diverges the error is raised.
+        """
+        try:
+            losses = self.robot_losses(params, tasks, grad)
+        except mt.MetatuneError:
+            if len(tasks) == 1:
+                raise
+            kept = []
+            for i in range(len(tasks)):  # find the diverging robots: each on its own
+                try:
+                    kept.append(self.robot_losses(params[i:i + 1], tasks[i:i + 1], grad))
+                except mt.MetatuneError:
+                    self.dropped_robots += 1
+            if not kept:
+                raise
+            losses = torch.cat(kept)
         return (losses.log() if self.log_loss else losses).sum()
 
     def simulate(self, params: Tensor, tasks: list[RobotTask]) -> Trajectory:

@@ -49,12 +49,15 @@ def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int |
         while tuner.step_count < steps:
             tuner.train(min(checkpoint_every, steps - tuner.step_count), progress=progress)
             tuner.save(run.checkpoint, DOMAIN, KIND)
-        history = run.step_history(tuner.step_count)
+        history = [h for h in run.step_history(tuner.step_count) if h["outer_loss"] is not None]  # not dropped
         plot_curves({"before adaptation": [h["inner_loss_before"] for h in history],
                      "after adaptation (query)": [h["outer_loss"] for h in history]},
                     run / "training.png", f"{task}: meta-training", "meta-training step",
                     "sum over robots of log cost" if problem.log_loss else "cost (sum over robots)")
+        skipped = tuner.step_count - len(history)
         metrics = {"task": task, "steps": tuner.step_count, "resumed": resuming,
+                   "skipped_steps": skipped,  # meta-steps whose every robot diverged: logged, no update
+                   "dropped_robots": problem.dropped_robots,  # this session's robots whose closed loop diverged
                    "first_loss": history[0]["inner_loss_before"], "last_outer_loss": history[-1]["outer_loss"],
                    "checkpoint": str(run.checkpoint)}
         write_json(run.metrics, metrics)

@@ -53,6 +53,8 @@ def inner_adapt(
     probes: int = 1,
     curvature_decay: float = 0.5,
     generator: torch.Generator | None = None,
+    max_step: float | None = None,
+    backtrack: int = 0,
 ) -> Adapted:
     """Run `steps` updates x <- x - lr * s * grad, where s = 1 (no `prior_var`) or the uncertainty scaling.
 
@@ -60,26 +62,41 @@ def inner_adapt(
     estimate; each step is scaled by posterior / prior variance (a diagonal Newton-like damping), and
     a parameter whose std falls below `freeze_ratio` times its prior std is frozen from then on.
     The curvature probes draw from `generator` (a CPU generator; None: the global one).
+    `max_step`: a trust region; each element's update d becomes max_step * tanh(d / max_step), so no step
+    moves a parameter by more than max_step (smooth, so step sizes keep their meta-gradient).
+    `backtrack`: where the loss after a step fails (a MetatuneError, e.g. a diverging rollout) or is not
+    finite, the step is halved and retried, at most this many times.
     """
     with torch.enable_grad():  # adaptation needs gradients even when the caller is under no_grad
         return _inner_adapt(loss_fn, start, steps, lrs, create_graph, prior_var, freeze_ratio, probes,
-                            curvature_decay, generator)
+                            curvature_decay, generator, max_step, backtrack)
 
 
 def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int, lrs: Params, create_graph: bool,
                  prior_var: Params | None, freeze_ratio: float, probes: int, curvature_decay: float,
-                 generator: torch.Generator | None) -> Adapted:
+                 generator: torch.Generator | None, max_step: float | None, backtrack: int) -> Adapted:
     x = tuple(t if t.requires_grad else t.detach().requires_grad_() for t in start)
     uncertain = prior_var is not None
     curv = ema = tuple(torch.zeros_like(t.detach()) for t in x)
     frozen = tuple(torch.zeros_like(t, dtype=torch.bool) for t in x)
     losses: list[float] = []
+    previous: tuple[Params, Params] | None = None  # (x before the last step, the step)
     for k in range(steps + 1):
-        loss = loss_fn(x)
-        if loss.numel() != 1:
-            raise MetatuneError(f"inner loss must be a scalar, got shape {tuple(loss.shape)}")
-        if not bool(torch.isfinite(loss)):
-            raise MetatuneError(f"inner loss is not finite at adaptation step {k}; lower the step size")
+        for attempt in range(backtrack + 1):
+            try:
+                loss = loss_fn(x)
+                if loss.numel() != 1:
+                    raise MetatuneError(f"inner loss must be a scalar, got shape {tuple(loss.shape)}")
+                if not bool(torch.isfinite(loss)):
+                    raise MetatuneError(f"inner loss is not finite at adaptation step {k}; lower the step size")
+                break
+            except MetatuneError:
+                if previous is None or attempt == backtrack:
+                    raise
+                x_prev, d = previous  # backtrack: half the last step
+                d = tuple(di / 2 for di in d)
+                previous = (x_prev, d)
+                x = tuple(xi - di for xi, di in zip(x_prev, d))
         losses.append(float(loss.detach()))
         if k == steps:
             break
@@ -95,9 +112,13 @@ def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
         if prior_var is not None:  # i.e. uncertain; spelled out so that the type narrows
             scale = tuple(1.0 / (1.0 + pv * c) for pv, c in zip(prior_var, curv))  # posterior var / prior var
             frozen = tuple(f | (s.detach().sqrt() < freeze_ratio) for f, s in zip(frozen, scale))
-            x = tuple(xi - lr * s * gi * (~f) for xi, lr, s, gi, f in zip(x, lrs, scale, g, frozen))
+            steps_ = tuple(lr * s * gi * (~f) for lr, s, gi, f in zip(lrs, scale, g, frozen))
         else:
-            x = tuple(xi - lr * gi for xi, lr, gi in zip(x, lrs, g))
+            steps_ = tuple(lr * gi for lr, gi in zip(lrs, g))
+        if max_step is not None:
+            steps_ = tuple(max_step * torch.tanh(d / max_step) for d in steps_)
+        previous = (x, steps_)
+        x = tuple(xi - d for xi, d in zip(x, steps_))
     std = None
     if prior_var is not None:  # i.e. uncertain
         std = tuple((pv / (1.0 + pv * c)).detach().sqrt().expand_as(xi).clone() for pv, c, xi in zip(prior_var, curv, x))

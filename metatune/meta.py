@@ -37,6 +37,9 @@ class MetaConfig:
     freeze_ratio: float = 0.05    # uncertainty: freeze a parameter once std < ratio * prior std
     probes: int = 1               # uncertainty: Hutchinson probes per step for the curvature
     grad_clip: float = 10.0
+    inner_max_step: float | None = None  # trust region of each inner update, per element (adaptation.inner_adapt)
+    inner_backtrack: int = 0      # halvings of an inner step whose loss then fails or is not finite
+    drop_diverging: bool = False  # train: a task whose adaptation or outer loss diverges is dropped and counted
     seed: int = 0
     batch_tasks: bool | None = None  # adapt a meta-batch in one vmap (metatune.batched); None: when tasks stack
 
@@ -102,6 +105,7 @@ class MetaTuner:
         self.step_count = 0
         # the tuner's own randomness (curvature probes): seeded by the config, never the global generator
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        self._all_dropped = 0  # consecutive meta-steps whose every task diverged (drop_diverging)
         self._vmap_failed = False  # batch_tasks=None found the losses cannot be vmapped: the loop runs them
         if isinstance(self.init, _FixedInit):  # shapes known now; an amortised init reveals them on first use
             self._ensure_meta(tuple(self.init.values))
@@ -185,7 +189,8 @@ class MetaTuner:
         prior_var = tuple(torch.exp(2 * p) for p in self.log_prior_std) if uncertain else None
         return inner_adapt(loss, start, steps, self._lrs(), create_graph=create_graph, prior_var=prior_var,
                            freeze_ratio=self.config.freeze_ratio, probes=self.config.probes,
-                           generator=generator or self.generator)
+                           generator=generator or self.generator, max_step=self.config.inner_max_step,
+                           backtrack=self.config.inner_backtrack)
 
     # -- the three verbs ---------------------------------------------------------------------------
     def train(self, steps: int, sample_tasks: Callable[[int], Sequence[Task]] | None = None,
@@ -213,11 +218,21 @@ class MetaTuner:
             batched = self._batched([tasks[i] for i in mine]) if len(mine) > 1 else None
             if batched is not None:
                 outer, pre, post = batched
+            dropped = 0
             for i in mine if batched is None else ():
-                res = self._adapt(tasks[i], cfg.inner_steps, create_graph=not cfg.is_first_order,
-                                  generator=self._task_generator(i))
-                assert isinstance(res.params, tuple) and self._single is not None  # as _adapt returns them
-                outer = outer + self.outer_loss(unflatten(res.params, self._single), tasks[i])
+                try:
+                    res = self._adapt(tasks[i], cfg.inner_steps, create_graph=not cfg.is_first_order,
+                                      generator=self._task_generator(i))
+                    assert isinstance(res.params, tuple) and self._single is not None  # as _adapt returns them
+                    task_outer = self.outer_loss(unflatten(res.params, self._single), tasks[i])
+                    if not bool(torch.isfinite(task_outer.detach())):
+                        raise MetatuneError(f"task {i}: non-finite outer loss")
+                except MetatuneError:
+                    if not cfg.drop_diverging:
+                        raise
+                    dropped += 1  # this task's rollout or loss diverged: the meta-batch goes on without it
+                    continue
+                outer = outer + task_outer
                 pre, post = pre + res.losses[0], post + res.losses[-1]
             if self.optimizer is None:
                 self.optimizer = self._make_optimizer(self._param_groups())
@@ -225,8 +240,8 @@ class MetaTuner:
             if isinstance(outer, Tensor):
                 (outer / len(tasks)).backward()
             device = self.meta_parameters()[0].device  # nccl reduces tensors on the GPU only
-            totals = torch.tensor([float(outer.detach()) if isinstance(outer, Tensor) else outer, pre, post],
-                                  dtype=torch.float64, device=device)
+            totals = torch.tensor([float(outer.detach()) if isinstance(outer, Tensor) else outer, pre, post,
+                                   float(dropped)], dtype=torch.float64, device=device)
             reduced = [totals]
             if world > 1:
                 for p in self.meta_parameters():
@@ -234,14 +249,34 @@ class MetaTuner:
                         p.grad = torch.zeros_like(p)
                     reduced.append(p.grad)
             distributed.all_reduce_sum(reduced)  # the loss totals and the meta-gradient in one collective
-            mean_outer, mean_pre, mean_post = (float(v) / len(tasks) for v in totals)
+            dropped_all = int(totals[3])
+            kept = len(tasks) - dropped_all
+            if kept == 0:  # nothing to learn from: no update, the step is logged as dropped
+                self._all_dropped += 1
+                if self._all_dropped >= 3:
+                    raise MetatuneError(f"meta-training step {self.step_count}: every task of the last 3 meta-batches "
+                                        "diverged; lower inner_lr, outer_lr or inner_max_step, or narrow the task "
+                                        "distribution")
+                record: dict[str, Any] = {"step": self.step_count, "outer_loss": None, "inner_loss_before": None,
+                          "inner_loss_after": None, "dropped_tasks": dropped_all}
+                self.step_count += 1
+                history.append(record)
+                if self.log_path is not None:
+                    append_jsonl(self.log_path, record)
+                continue
+            self._all_dropped = 0
+            mean_outer, mean_pre, mean_post = (float(v) / kept for v in totals[:3])
+            if dropped_all:  # the meta-gradient is the mean over the tasks kept
+                for p in self.meta_parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(len(tasks) / kept)
             if not math.isfinite(mean_outer):
                 raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
                                     "lower outer_lr or inner_lr")
             self._clip_gradients()
             self.optimizer.step()
             record = {"step": self.step_count, "outer_loss": mean_outer, "inner_loss_before": mean_pre,
-                      "inner_loss_after": mean_post}
+                      "inner_loss_after": mean_post, "dropped_tasks": dropped_all}
             self.step_count += 1
             history.append(record)
             if self.log_path is not None:
@@ -274,7 +309,7 @@ class MetaTuner:
 
         try:
             o, pre, post = batched_adapt_and_score(start, inner, outer, stacked, self.config.inner_steps, self._lrs(),
-                                                   self.config.is_first_order)
+                                                   self.config.is_first_order, self.config.inner_max_step)
         except Exception as err:  # the losses do something vmap cannot batch: the loop computes the same
             if mode:
                 raise MetatuneError(f"batch_tasks=True: the losses cannot be vmapped over tasks ({err})") from err

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -47,6 +47,10 @@ class Camera:
     def K(self) -> Tensor:  # [3, 3]
         return torch.tensor([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]],
                             dtype=self.c2w.dtype, device=self.c2w.device)
+
+    def to(self, device: torch.device | str) -> "Camera":
+        """The same camera with its pose on `device`."""
+        return replace(self, c2w=self.c2w.to(device))
 
     def resized(self, width: int, height: int) -> "Camera":
         """The same camera rendering at another resolution."""

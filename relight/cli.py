@@ -5,6 +5,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metatune.errors import MetatuneError
 from metatune.paths import existing_dir, out_dir, out_file
@@ -18,7 +19,8 @@ from metatune.verb_args import (
     positive_int,
 )
 
-CPU_ONLY = "relight trains with its CPU rasterizer (the gsplat CUDA path is not wired into training yet)"
+if TYPE_CHECKING:  # torch is imported only when a verb runs (--help stays fast)
+    import torch
 
 VERBS = ("generate", "train", "evaluate", "adapt", "render", "export")
 
@@ -30,11 +32,11 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> Path:
-    """The run folder `--checkpoint` names (the folder, or the folder of its checkpoint.pt); --device checked."""
+def _device(args: argparse.Namespace) -> torch.device:
+    """--device as a torch.device; a CUDA device that is not here is an error before anything runs. On CUDA the
+    full renders go through gsplat (relight.rasterize says so if it is missing); the rest is device-agnostic."""
     from metatune.verb_args import torch_device
-    torch_device(args.device, CPU_ONLY)
-    return _run_folder(args.checkpoint)
+    return torch_device(args.device)
 
 
 def _run_folder(path: Path) -> Path:
@@ -45,20 +47,20 @@ def _run_folder(path: Path) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from metatune.verb_args import torch_device
     from relight.training import TrainConfig, train
-    torch_device(args.device, CPU_ONLY)
+    device = _device(args)
     cfg = TrainConfig(method=args.method, resolution=args.resolution, fit_steps=args.steps,
                       meta_steps=args.meta_steps, seed=args.seed)
-    summary = train(args.scene, args.out, cfg, force=args.force)
+    summary = train(args.scene, args.out, cfg, force=args.force, device=device)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from relight.evaluation import evaluate
-    res = evaluate(_run(args), args.scene, args.out / "metrics.json",
-                   args.out / "predictions" if args.save_images else None)
+    device = _device(args)
+    res = evaluate(_run_folder(args.checkpoint), args.scene, args.out / "metrics.json",
+                   args.out / "predictions" if args.save_images else None, device=device)
     for f in res["per_frame"]:
         print(f"{f['file_path']}: PSNR {f['psnr']:.2f} dB  SSIM {f['ssim']:.4f}")
     print(f"mean over {res['frames']} test frames: PSNR {res['psnr']:.2f} dB  SSIM {res['ssim']:.4f}")
@@ -69,7 +71,8 @@ def _adapt(args: argparse.Namespace) -> int:
     from metatune.checkpoint import save as save_checkpoint
     from relight.evaluation import _write_json, adapt, prediction_paths
     from relight.scene import save_image
-    res = adapt(_run(args), args.scene, args.light_index, args.views, args.steps)
+    device = _device(args)
+    res = adapt(_run_folder(args.checkpoint), args.scene, args.light_index, args.views, args.steps, device=device)
     out: Path = args.out
     for pred, path in zip(res.predictions, prediction_paths(out, res.query)):  # all checked before writing
         save_image(path, pred)
@@ -89,8 +92,9 @@ def _render(args: argparse.Namespace) -> int:
     from relight.light import Light
     from relight.scene import save_image
     from relight.training import load_checkpoint, unpack_cameras
-    cfg, module, state = load_checkpoint(_run(args))
-    cams = unpack_cameras(state["cameras"])
+    device = _device(args)
+    cfg, module, state = load_checkpoint(_run_folder(args.checkpoint), device=device)
+    cams = [c.to(device) for c in unpack_cameras(state["cameras"])]
     if not 0 <= args.view < len(cams):
         raise MetatuneError(f"view {args.view} out of range: the run has {len(cams)} training cameras")
     light = Light(tuple(args.light), directional=args.directional)

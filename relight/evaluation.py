@@ -38,14 +38,15 @@ def _summary(per_frame: list[dict]) -> dict:
 
 
 def evaluate(run: Path, scene_dir: Path, out: Path | None = None, images: Path | None = None,
-             split: str = "test") -> dict:
-    """PSNR and SSIM of every frame of a split (test: unseen lights) rendered without adaptation."""
-    cfg, module, _ = load_checkpoint(run)
+             split: str = "test", device: torch.device | str = "cpu") -> dict:
+    """PSNR and SSIM of every frame of a split (test: unseen lights) rendered without adaptation on `device`."""
+    cfg, module, _ = load_checkpoint(run, device=device)
     scene = load_scene(scene_dir, split, cfg.resolution)
     targets = prediction_paths(images, scene.frames) if images is not None else None
     per_frame = []
     with torch.no_grad():
         for i, f in enumerate(scene.frames):
+            f = f.to(device)
             pred = render(module, f).clamp(0, 1)
             per_frame.append(frame_metrics(pred, f))
             if targets is not None:
@@ -69,16 +70,16 @@ class AdaptResult:
 
 
 def adapt(run: Path, scene_dir: Path, light_index: int = 0, views: int = 1, steps: int | None = None,
-          split: str = "test") -> AdaptResult:
-    """Adapt a run's light-dependent parameters to one light of a split from `views` of its images."""
-    cfg, module, _ = load_checkpoint(run)
+          split: str = "test", device: torch.device | str = "cpu") -> AdaptResult:
+    """Adapt a run's light-dependent parameters to one light of a split from `views` of its images, on `device`."""
+    cfg, module, _ = load_checkpoint(run, device=device)
     if not isinstance(module, LightPrior):
         raise MetatuneError(f"a '{cfg.method}' model has no light-dependent parameters to adapt")
     scene = load_scene(scene_dir, split, cfg.resolution)
     groups = group_by_light(scene.frames)
     if not 0 <= light_index < len(groups):
         raise MetatuneError(f"light index {light_index} out of range: the {split} split has {len(groups)} lights")
-    group = groups[light_index]
+    group = [f.to(device) for f in groups[light_index]]
     if not 1 <= views < len(group):
         raise MetatuneError(f"light {light_index} has {len(group)} views; adapt needs 1 <= views < {len(group)}")
     task = LightTask(group[0].light, group[:views], group[views:])

@@ -15,14 +15,15 @@ from relight.light import Light
 def error_map(pred: Tensor, gt: Tensor, gain: float = 4.0) -> np.ndarray:  # [H, W, 3] RGB in [0, 1]
     """Absolute error (mean over channels, times `gain`) as a colour map (blue: none, red: large)."""
     import cv2
-    err = ((pred.clamp(0, 1) - gt).abs().mean(-1) * gain).clamp(0, 1).numpy()
+    err = ((pred.clamp(0, 1) - gt).abs().mean(-1) * gain).clamp(0, 1).cpu().numpy()
     heat = cv2.applyColorMap((err * 255).astype(np.uint8), cv2.COLORMAP_JET)
     return heat[..., ::-1].astype(np.float32) / 255.0
 
 
 def comparison(rows: list[tuple[Tensor, Tensor]], scale: int = 2) -> np.ndarray:  # [H', W', 3]
     """One row per view: ground truth | prediction | error, upscaled by `scale` (nearest)."""
-    out = [np.concatenate([gt.numpy(), pred.clamp(0, 1).numpy(), error_map(pred, gt)], 1) for gt, pred in rows]
+    out = [np.concatenate([gt.cpu().numpy(), pred.clamp(0, 1).cpu().numpy(), error_map(pred, gt)], 1)
+           for gt, pred in rows]
     img = np.concatenate(out, 0)
     return img.repeat(scale, 0).repeat(scale, 1)
 

@@ -32,7 +32,7 @@ def ssim(pred: Tensor,  # [H, W, C] in [0, 1]
     """Mean structural similarity over valid (unpadded) windows and channels."""
     x = pred.clamp(0, 1).permute(2, 0, 1)[:, None].double()  # [C, 1, H, W]
     y = target.permute(2, 0, 1)[:, None].double()
-    w = gaussian_window(size, sigma)[None, None]
+    w = gaussian_window(size, sigma).to(x)[None, None]
     mx, my = F.conv2d(x, w), F.conv2d(y, w)
     sxx = F.conv2d(x * x, w) - mx**2
     syy = F.conv2d(y * y, w) - my**2

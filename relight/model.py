@@ -96,7 +96,7 @@ class RelightModel(nn.Module):
         solid = g.means[g.opacities > 0.5].detach()
         if solid.shape[0] == 0:
             return
-        p = torch.tensor(light.position)
+        p = light.tensor(solid)
         lo, hi = solid.min(0).values, solid.max(0).values
         if bool(((p > lo) & (p < hi)).all()):
             raise MetatuneError(f"light at {list(light.position)} is inside the object "

@@ -28,6 +28,10 @@ class Frame:
     camera: Camera
     light: Light
 
+    def to(self, device: torch.device | str) -> "Frame":
+        """The same frame with its image and camera on `device`."""
+        return Frame(self.file_path, self.image.to(device), self.camera.to(device), self.light)
+
 
 @dataclass
 class Scene:

@@ -131,8 +131,9 @@ def save_checkpoint(run: Path, state: dict, name: str = CHECKPOINT) -> None:
     mt_checkpoint.save(Path(run) / name, state, DOMAIN, "run")
 
 
-def load_checkpoint(run: Path, name: str = CHECKPOINT) -> tuple[TrainConfig, nn.Module, dict]:
-    """Config, model and raw state of a run folder."""
+def load_checkpoint(run: Path, name: str = CHECKPOINT,
+                    device: torch.device | str = "cpu") -> tuple[TrainConfig, nn.Module, dict]:
+    """Config, model (on `device`) and raw state (on the CPU) of a run folder."""
     path = Path(run) / name
     if not path.is_file():
         raise MetatuneError(f"no checkpoint in {run} (expected {path})")
@@ -145,15 +146,16 @@ def load_checkpoint(run: Path, name: str = CHECKPOINT) -> tuple[TrainConfig, nn.
     except (KeyError, TypeError, RuntimeError) as err:
         raise MetatuneError(f"checkpoint {path} does not hold a relight model ({type(err).__name__}: "
                             f"{str(err).splitlines()[0][:200]})") from None
-    return cfg, module, state
+    return cfg, module.to(device), state
 
 
 def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: bool = True,
-          force: bool = False) -> dict:
+          force: bool = False, device: torch.device | str = "cpu") -> dict:
     """Train (or resume) a run on a scene's training split; returns a summary (also written to run/summary.json).
 
     The run folder (docs/cli.md) is locked while training; one that holds another run (another scene, method,
-    resolution, seed or stage-1 length) is refused unless `force`.
+    resolution, seed or stage-1 length) is refused unless `force`. The model and the images live on `device`
+    (the model is built on the CPU first, so a seed gives the same start on any device).
     """
     cfg = cfg or TrainConfig()
     scene = load_scene(scene_dir, "train", cfg.resolution)
@@ -162,21 +164,22 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
     with folder.lock(), torch.random.fork_rng(devices=[]):  # seeded here; the caller's global RNG is restored
         torch.manual_seed(cfg.seed)
         folder.start(config, DEFINING, force)  # a forked stage-1 checkpoint without a config resumes
-        return _train(scene, folder.path, cfg, progress)
+        return _train(scene, folder.path, cfg, progress, torch.device(device))
 
 
-def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool) -> dict:
+def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: torch.device) -> dict:
     rng = random.Random(cfg.seed)
     fit_done, elapsed = 0, 0.0
     if (run / CHECKPOINT).is_file():
-        saved_cfg, module, state = load_checkpoint(run)
+        saved_cfg, module, state = load_checkpoint(run, device=device)
         if saved_cfg.method != cfg.method:
             raise MetatuneError(f"{run} holds a '{saved_cfg.method}' run; cannot resume it as '{cfg.method}'")
         fit_done, elapsed = state["fit_done"], state["elapsed"]
         rng.setstate(_tuple_state(state["rng"]))
     else:
-        module = build(cfg.method, initial_points(scene, cfg.max_points, cfg.seed))
+        module = build(cfg.method, initial_points(scene, cfg.max_points, cfg.seed)).to(device)
         state = {}
+    frames = [f.to(device) for f in scene.frames]
     if isinstance(module, LightPrior):
         for light in {f.light for f in scene.frames}:
             module.model.check_light(light)
@@ -197,7 +200,7 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool) -> dict:
 
     bar = tqdm(range(fit_done, fit_total), desc=f"fit ({cfg.method})", disable=not progress)
     for i in bar:
-        frame = rng.choice(scene.frames)
+        frame = rng.choice(frames)
         loss = photometric_loss(render(module, frame), frame.image)
         if not bool(torch.isfinite(loss)):
             raise MetatuneError(f"training loss is not finite at step {i}; the last good checkpoint is "
@@ -218,7 +221,7 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool) -> dict:
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     checkpoint()
     if cfg.method == "meta" and cfg.meta_steps > 0:
-        sampler = TaskSampler(scene.frames, cfg.support_views, seed=cfg.seed)
+        sampler = TaskSampler(frames, cfg.support_views, seed=cfg.seed)
         tuner = make_tuner(module, cfg, sampler, run / "meta_log.jsonl")
         if (run / TUNER).is_file():
             tuner.load(run / TUNER, DOMAIN, "meta_tuner")  # meta-parameters, step sizes and outer optimizer state

@@ -39,12 +39,12 @@ def transfer(means: Tensor,  # [N, 3]
     """The pixel weights of every Gaussian in one view (no gradient to the geometry)."""
     proj = project(means, covariance_3d(quats, scales), opacities, camera)
     blends, tiles_x, _ = blend_tiles(proj, opacities, camera.width, camera.height, tile)
-    w, h = camera.width, camera.height
-    ys, xs = torch.meshgrid(torch.arange(tile), torch.arange(tile), indexing="ij")
+    w, h, dev = camera.width, camera.height, means.device
+    ys, xs = torch.meshgrid(torch.arange(tile, device=dev), torch.arange(tile, device=dev), indexing="ij")
     rows, cols, vals = [], [], []
-    bg_t = torch.ones(h * w, dtype=means.dtype)
+    bg_t = torch.ones(h * w, dtype=means.dtype, device=dev)
     for b in blends:
-        tiles = torch.tensor(b.tiles)
+        tiles = torch.tensor(b.tiles, device=dev)
         px = (tiles % tiles_x)[:, None] * tile + xs.reshape(1, -1)  # [T, P]
         py = (tiles // tiles_x)[:, None] * tile + ys.reshape(1, -1)
         inside = (px < w) & (py < h)
@@ -62,6 +62,7 @@ def transfer(means: Tensor,  # [N, 3]
             warnings.simplefilter("ignore")
             weights = torch.sparse_coo_tensor(idx, torch.cat(vals), (h * w, n), check_invariants=False).coalesce()
     else:
-        weights = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (h * w, n),
+        weights = torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long, device=dev),
+                                          torch.zeros(0, dtype=means.dtype, device=dev), (h * w, n),
                                           check_invariants=False)
     return Transfer(weights, bg_t, w, h)
