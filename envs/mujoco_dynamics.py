@@ -10,6 +10,7 @@ input u = ctrl. Use float64 states: the carried state is found by the exact byte
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -65,6 +66,7 @@ class MujocoDynamics:
         self.fd = ConsistentFD(m, eps, tol, nthread)
         self.memo = StateMemo(m)
         self._ctrl_i = self.fd.user_i[: m.nu]
+        self._probes: dict = {}  # observation probes by (sites, sensors, orientation), see envs/mujoco_observe.py
 
     @property
     def jacobian_stats(self) -> dict[str, int]:
@@ -110,13 +112,28 @@ class MujocoDynamics:
             return a, b
         m, ntan = self.model, self.fd.ntan
         into = np.zeros((len(x), self.nx, ntan))  # d x / d tangent at x_next
-        outof = np.zeros((len(x), ntan, self.nx))  # d tangent / d x at x
         for i in range(len(x)):
             into[i, : m.nq, : m.nv] = self._integrate_jac(x_next[i, : m.nq])
-            outof[i, : m.nv, : m.nq] = self._differentiate_jac(x[i, : m.nq])
         into[:, m.nq:, m.nv:] = np.eye(m.nv + m.na)
-        outof[:, m.nv:, m.nq:] = np.eye(m.nv + m.na)
+        outof = np.stack([self.tangent_of(xi) for xi in x])
         return into @ a @ outof, into @ b
+
+    def tangent_of(self, x: np.ndarray) -> np.ndarray:
+        """d tangent / d x at x [ntan, nx]: how a change of [qpos, qvel, act] reads in tangent coordinates."""
+        m = self.model
+        out = np.zeros((self.fd.ntan, self.nx))
+        out[: m.nv, : m.nq] = self._differentiate_jac(x[: m.nq])
+        out[m.nv:, m.nq:] = np.eye(m.nv + m.na)
+        return out
+
+    def observe(self, x: Tensor, u: Tensor | None = None, sites: Sequence[str] = (), sensors: Sequence[str] = (),
+                orientation: bool = False) -> Tensor:
+        """Differentiable site positions (3 each; with `orientation` also rotation matrices, 9 each) and sensor
+        readings at states x [..., nx] with ctrl u [..., nu]: [..., k] (envs/mujoco_observe.py), e.g. a
+        fingertip-to-target cost or a task-space policy."""
+        from envs.mujoco_observe import observe
+
+        return observe(self, x, u, sites, sensors, orientation)
 
     def _integrate_jac(self, qpos: np.ndarray, h: float = 1e-7) -> np.ndarray:
         """d qpos(integrate(qpos, dq)) / d dq at dq = 0 [nq, nv]."""
