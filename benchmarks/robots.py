@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes on 2 cores)")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--skip", nargs="*", default=[], choices=("gradients", "memory", "adaptation", "mujoco"))
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=("gradients", "memory", "adaptation", "mujoco", "mujoco_gradients"))
+    parser.add_argument("--no-mjx", action="store_true", help="leave MJX out of the MuJoCo gradient rows")
     parser.add_argument("--horizons", type=int, nargs="*", default=None, help="override the horizons")
     parser.add_argument("--robots", type=int, default=None, help="unseen robots (adaptation and MuJoCo parts)")
     parser.add_argument("--train-steps", type=int, default=None, help="meta-training steps")
@@ -284,6 +286,15 @@ def main(argv: list[str] | None = None) -> int:
                      "threads": torch.get_num_threads()}
     if "gradients" not in args.skip:
         results["gradients"] = gradient_benchmark(horizons, knots, fd_budget_s=60 if q else 300, repeats=args.repeats)
+    if "mujoco_gradients" not in args.skip:  # dm_control models: ours vs plain-MuJoCo FD vs MJX (module doc)
+        from mujoco_gradients import MODELS, benchmark
+
+        models = MODELS[:2] if q else MODELS
+        mjx_rows = set() if args.no_mjx else ({("reacher", 100, 4)} if q else
+                                              {("reacher", 100, 4), ("reacher", 100, 64), ("cheetah", 100, 4),
+                                               ("cheetah", 100, 64), ("walker", 100, 4), ("humanoid", 100, 4)})
+        results["mujoco_gradients"] = benchmark(models, [100] if q else [100, 1000],
+                                                [4, 64] if q else [4, 16, 64, 256, 1000], 5 if q else 20, mjx_rows)
     if "memory" not in args.skip:
         results["memory"] = memory_benchmark([500, 2000] if q else [500, 2000, 5000], knots=16)
     if not {"adaptation", "mujoco"} <= set(args.skip):
