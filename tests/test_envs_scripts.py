@@ -24,3 +24,16 @@ def test_tuning_script_writes_tracking_and_adaptation_plots_and_metrics(name, ta
     metrics = json.loads((out / "metrics.json").read_text())
     assert summary["task"] == task and {"untuned", "meta-tuned"} <= set(summary)
     assert len(metrics["meta-tuned"]["cost_by_step"]) == 2
+
+
+def test_mjcf_tuning_script_runs_a_dm_control_model_end_to_end(tmp_path, monkeypatch):
+    out = tmp_path / "reacher"
+    monkeypatch.setattr(sys, "argv", ["robot_tune_mjcf", "--out", str(out), "--steps", "1", "--horizon", "30",
+                                      "--robots", "2"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(SCRIPTS / "robot_tune_mjcf.py"), run_name="__main__")
+    assert done.value.code == 0
+    gains = json.loads((out / "eval" / "gains.json").read_text())
+    assert set(gains) == {"untuned", "meta-tuned"} and set(gains["meta-tuned"][0]) == {"shoulder", "wrist"}
+    assert (out / "eval" / "tracking.png").stat().st_size > 10_000
+    assert (out / "reference.csv").read_text().startswith("time,shoulder,wrist\n")
