@@ -168,6 +168,7 @@ def benchmark(models: tuple[str, ...], horizons: list[int], gains: list[int], bu
     """Every (model, horizon, gains) row; MJX on the rows in mjx_rows."""
     rows = []
     for name in models:
+        Setup(suite_model(name), 4).ours(5)  # warm-up: imports, thread pools, first-call allocations
         for horizon in horizons:
             for g in gains:
                 r = row(name, horizon, g, budget, (name, horizon, g) in mjx_rows)
