@@ -40,8 +40,9 @@ def _adapt(args: argparse.Namespace) -> int:
     import torch
 
     from hmr.body_model import BodyModel
-    from hmr.infer import fit_people, warn
+    from hmr.infer import warn
     from hmr.keypoints import read_keypoints, select_people
+    from hmr.people_fit import fit_people
     from hmr.synthetic import fit_problem
     from metatune.atomic import write_json
 
@@ -66,7 +67,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from hmr.evaluation import evaluate_methods, write_report
 
     _device(args)
-    report = evaluate_methods(args.checkpoint, people=args.people, model=args.model)
+    report = evaluate_methods(args.checkpoint, people=args.people, model=args.model, split=args.split)
     write_report(report, Path(args.out))
     print(json.dumps(report["summary"], indent=2))
     return 0
@@ -146,6 +147,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("evaluate", help="meta-learned fit vs SMPLify-style baseline on the held-out split")
     add_checkpoint(p, required=True, what="meta-learned fit")
     p.add_argument("--people", type=positive_int, default=64)
+    p.add_argument("--split", choices=("heldout", "hard"), default="heldout",
+                   help="held-out people, or the hard split (every joint angle up to 0.4 rad further)")
     p.add_argument("--model", type=existing_file, default=None, help=model_help)
     add_out(p, "runs/hmr/evaluate")
     add_seed_device(p)

@@ -12,6 +12,7 @@ from hmr.joint_uncertainty import joint_std_mm, root_relative_joints
 from hmr.meta_fit import MetaFitter
 from hmr.metrics import coverage, mpjpe, pa_mpjpe, pve, spearman
 from hmr.objective import global_rotation, laplace_std, unpack
+from hmr.people_fit import PipelineConfig, fit_people
 from hmr.smplify import SmplifyConfig, smplify
 from hmr.synthetic import People, make_split, mean_start, people_problem
 from metatune.atomic import save_figure, write_json
@@ -36,12 +37,13 @@ def _uncertainty_metrics(body: BodyModel, params: torch.Tensor, jstd: torch.Tens
     return {"spearman": spearman(jstd, err), "coverage90": coverage(err, jstd)}, err, jstd
 
 
-METHODS = ("regressor_only", "meta_fit", "smplify")
+METHODS = ("regressor_only", "meta_fit", "pipeline", "smplify")
 
 
 def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: int = 64,
                   smplify_cfg: SmplifyConfig | None = None, methods: tuple[str, ...] = METHODS) -> dict:
-    """Metrics (mm), iterations and seconds per person for: regressor only, meta-learned fit, SMPLify."""
+    """Metrics (mm), iterations and seconds per person for: regressor only, meta-learned fit, the pipeline
+    `hmr infer` runs (meta-learned fit, refinement, depth-flip hypotheses), SMPLify."""
     smplify_cfg = smplify_cfg or SmplifyConfig()
     out: dict[str, dict] = {}
     scatter = {}
@@ -54,6 +56,9 @@ def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: in
             if name == "smplify":
                 x = smplify(body, prob, fitter.weights, smplify_cfg).detach()
                 std = joint_std_mm(body, x, laplace_std(body, x, prob, fitter.weights))
+            elif name == "pipeline":
+                fit = fit_people(body, prob, fitter)
+                x, std = fit.params, fit.joint_std_mm
             else:
                 res = fitter.fit(prob, steps=0 if name == "regressor_only" else None)
                 x, std = res.params, res.joint_std_mm
@@ -65,7 +70,9 @@ def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: in
         m = {k: float(v.mean()) for k, v in _mesh_metrics(body, x, people).items()}
         unc, err, std_flat = _uncertainty_metrics(body, x, std, people)
         m.update(unc)
+        pipe = PipelineConfig()
         m["iterations"] = {"regressor_only": 0, "meta_fit": fitter.cfg.inner_steps,
+                           "pipeline": fitter.cfg.inner_steps + 3 * pipe.refine_steps + pipe.flip_steps,
                            "smplify": smplify_cfg.camera_steps + smplify_cfg.body_steps}[name]
         m["ms_per_person"] = 1000 * seconds / len(people)
         m["frozen_fraction"] = float(torch.cat(frozen).mean()) if frozen else None
@@ -78,17 +85,21 @@ def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: in
         out["ratios"] = {
             "pa_mpjpe_meta_over_smplify": out["meta_fit"]["pa_mpjpe_mm"] / out["smplify"]["pa_mpjpe_mm"],
             "iterations_smplify_over_meta": out["smplify"]["iterations"] / max(out["meta_fit"]["iterations"], 1)}
+        if "pipeline" in out:
+            out["ratios"]["pa_mpjpe_pipeline_over_smplify"] = (out["pipeline"]["pa_mpjpe_mm"]
+                                                              / out["smplify"]["pa_mpjpe_mm"])
     out["_scatter"] = scatter
     return out
 
 
 def evaluate_methods(checkpoint: str | Path, people: int = 64, model: str | Path | None = None,
-                     smplify_cfg: SmplifyConfig | None = None) -> dict:
+                     smplify_cfg: SmplifyConfig | None = None, split: str = "heldout") -> dict:
+    """Every method on `people` of the held-out (or the hard) split."""
     body = BodyModel.load(model)
     fitter = MetaFitter.load(body, checkpoint)
-    res = evaluate_fits(body, fitter, make_split(body, "heldout", people, fitter.data), smplify_cfg=smplify_cfg)
+    res = evaluate_fits(body, fitter, make_split(body, split, people, fitter.data), smplify_cfg=smplify_cfg)
     scatter = res.pop("_scatter")
-    return {"summary": res, "scatter": scatter, "people": people, "checkpoint": str(checkpoint)}
+    return {"summary": res, "scatter": scatter, "people": people, "split": split, "checkpoint": str(checkpoint)}
 
 
 def write_report(report: dict, out_dir: Path) -> None:
@@ -96,7 +107,7 @@ def write_report(report: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
-    for ax, name in zip(axes, ("meta_fit", "smplify")):
+    for ax, name in zip(axes, ("pipeline", "smplify")):
         std, err = report["scatter"][name]
         ax.scatter(std.numpy(), err.numpy(), s=3, alpha=0.4)
         lo, hi = float(min(std.min(), err.min() / 2.5).clamp_min(1e-2)), float(max(std.max(), err.max() / 2.5))

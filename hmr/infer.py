@@ -3,7 +3,7 @@ written atomically. Without --keypoints the built-in detector (hmr.detector) fin
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 import cv2
@@ -14,31 +14,17 @@ from pytorch3d.io import save_obj
 from hmr.body_model import BodyModel
 from hmr.camera import default_focal
 from hmr.fit_quality import fit_quality
-from hmr.joint_uncertainty import joint_std_mm
 from hmr.keypoints import Keypoints, body25_json, from_layout, read_keypoints, select_people
-from hmr.meta_fit import MetaFitter
-from hmr.objective import FitProblem, FitWeights, fit_loss, global_rotation, laplace_std, posed_joints, unpack
+from hmr.objective import global_rotation, posed_joints, unpack
 from hmr.overlay import overlay
-from hmr.robust_schedule import coarse_to_fine
-from hmr.smplify import SmplifyConfig, smplify
+from hmr.people_fit import PeopleFit, fit_people
+from hmr.smplify import SmplifyConfig
 from hmr.synthetic import fit_problem
 from metatune.atomic import staged_folder, write_json
 from metatune.errors import MetatuneError
 
-# The meta-learned fit shipped with the package: the fit.pt of the run folder hmr/trained (docs/hmr.md has the
-# command that trained it; its config.json, log.jsonl, metrics.json and training.png are committed beside it).
-SHIPPED_CHECKPOINT = Path(__file__).parent / "trained" / "fit.pt"
 # Camera frames a mesh can be written in: OpenCV's (x right, y down, z forward) or a viewer's y-up one.
 FRAMES = {"camera": (1.0, 1.0, 1.0), "y-up": (1.0, -1.0, -1.0)}
-
-
-@dataclass
-class PeopleFit:
-    params: torch.Tensor        # [P, 85]
-    param_std: torch.Tensor     # [P, 85]
-    joint_std_mm: torch.Tensor  # [P, 24]
-    loss: torch.Tensor          # [P]
-    method: str
 
 
 def read_image(path: str | Path) -> np.ndarray:  # [H, W, 3] uint8 RGB
@@ -49,29 +35,6 @@ def read_image(path: str | Path) -> np.ndarray:  # [H, W, 3] uint8 RGB
     if img is None:
         raise MetatuneError(f"cannot read image {path} (not an image file OpenCV can decode)")
     return img[..., ::-1].copy()
-
-
-def fit_people(body: BodyModel, prob: FitProblem, checkpoint: str | Path | None = None, baseline: bool = False,
-               smplify_cfg: SmplifyConfig | None = None, steps: int | None = None,
-               refine_steps: int = 30) -> PeopleFit:
-    """The meta-learned fit (the shipped checkpoint unless another is given), then `refine_steps` Adam steps per
-    robust scale of hmr.robust_schedule; or, with `baseline`, SMPLify-style with a Laplace std."""
-    if baseline:
-        weights = FitWeights()
-        params = smplify(body, prob, weights, smplify_cfg).detach()
-        std = laplace_std(body, params, prob, weights)
-        jstd, method = joint_std_mm(body, params, std), "smplify"
-    else:
-        fitter = MetaFitter.load(body, SHIPPED_CHECKPOINT if checkpoint is None else checkpoint)
-        weights = fitter.weights
-        res = fitter.fit(prob, steps)
-        params, std, method = res.params.detach(), res.param_std, "meta"
-        if refine_steps > 0:
-            params = coarse_to_fine(body, params, prob, weights, steps_per_stage=refine_steps, lr=0.02)
-        jstd = joint_std_mm(body, params, std) * fitter.calibration
-    with torch.no_grad():
-        loss = fit_loss(body, params, prob, weights)
-    return PeopleFit(params, std, jstd.detach(), loss, method)
 
 
 def _person_json(fit: PeopleFit, i: int, joints: torch.Tensor, index: int, quality: dict) -> dict:
@@ -134,9 +97,11 @@ def infer(image: str | Path, keypoints: str | Path | None, out_dir: str | Path, 
     """Fit every person with enough confident keypoints; write person_<i>.obj, overlay.png, keypoints.json
     (BODY_25, what was fitted) and result.json. steps: adaptation steps of the meta-learned fit (default: the
     checkpoint's)."""
+    t0 = time.perf_counter()
     img = read_image(image)
     h, w = img.shape[:2]
     kp, kept, notes = select_people(find_keypoints(img, keypoints, boxes, max_people), w, h)
+    t_detect = time.perf_counter() - t0
     for note in notes:
         warn(note)
     f, focal_source = image_focal(image, w, h, focal, fov)
@@ -163,11 +128,14 @@ def infer(image: str | Path, keypoints: str | Path | None, out_dir: str | Path, 
               "people": [_person_json(fit, i, joints * axes, kept[i], quality[i]) for i in range(n)]}
 
     with staged_folder(Path(out_dir), stale=("person_*.obj",)) as tmp:  # no person of an earlier run is left
-        for i in range(n):
-            save_obj(str(tmp / f"person_{i}.obj"), verts[i] * axes, faces)
+        t0 = time.perf_counter()
         ov = overlay(img, verts, faces, f, tuple(prob.centre[0].tolist()))
+        t_overlay = time.perf_counter() - t0
         if not cv2.imwrite(str(tmp / "overlay.png"), ov[..., ::-1]):
             raise MetatuneError(f"could not write {Path(out_dir) / 'overlay.png'}")
+        for i in range(n):
+            save_obj(str(tmp / f"person_{i}.obj"), verts[i] * axes, faces)
         write_json(tmp / "keypoints.json", body25_json(kp.xy, kp.conf))
+        result["seconds"] = {"keypoints": t_detect, **fit.seconds, "overlay": t_overlay}
         write_json(tmp / "result.json", result, indent=1)
     return result
