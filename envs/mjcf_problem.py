@@ -38,7 +38,7 @@ class MjcfSpec:
     mjcf: str                                  # path of the MJCF file
     controller: str = "pd"                     # pd | linear
     actuators: list[str] = field(default_factory=list)  # controlled actuators (default: every joint motor)
-    reference: str | None = None               # CSV of joint targets over time (columns: [time,] joint names)
+    reference: str | None = None               # CSV of targets over time (columns: [time,] joints, SITE.x/y/z)
     setpoint: dict[str, float] = field(default_factory=dict)  # joint -> target (default: the start pose)
     randomise: dict[str, list[float]] = field(default_factory=lambda: {"mass": [0.7, 1.3]})
     effort: float = 1e-3                       # weight of the control effort in the cost
@@ -119,6 +119,7 @@ class MjcfTracking(TuningProblem):
         self.qadr = [int(m.jnt_qposadr[j]) for j in joints]
         self.vadr = [int(m.jnt_dofadr[j]) for j in joints]
         self.x0 = self._start_state()
+        self.site_targets: dict[str, Tensor] = {}  # site -> world position target [T+1, 3] (CSV SITE.x columns)
         self.q_ref, self.qd_ref = self._reference()
         self.distribution = TaskDistribution(self.name, {k: (lo, hi) for k, (lo, hi) in spec.randomise.items()})
         self.log_gains0 = self._default_log_gains()
@@ -204,14 +205,27 @@ class MjcfTracking(TuningProblem):
                 raise MetatuneError(f"reference {path}: the time column must increase")
         else:
             t_in, cols = np.arange(len(values)) * self.dt, values
-        unknown = sorted(set(header) - set(self.joint_names))
-        if unknown:
-            raise MetatuneError(f"reference {path} names joints {unknown} that no controlled actuator drives; "
-                                f"controlled joints: {self.joint_names}")
-        q = q.clone()
+        m, q = self.base, q.clone()
         for i, name in enumerate(header):
-            q[:, self.joint_names.index(name)] = torch.from_numpy(np.interp(t_out, t_in, cols[:, i])).to(q)
+            track = torch.from_numpy(np.interp(t_out, t_in, cols[:, i])).to(q)
+            site, dot, axis = name.rpartition(".")
+            if name in self.joint_names:
+                q[:, self.joint_names.index(name)] = track
+            elif dot and axis in ("x", "y", "z") and mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, site) >= 0:
+                if site not in self.site_targets:  # axes not given hold the site's start position
+                    self.site_targets[site] = self._site_start(site).expand(len(t_out), 3).clone()
+                self.site_targets[site][:, "xyz".index(axis)] = track
+            else:
+                raise MetatuneError(f"reference {path}: column {name!r} is neither a controlled joint "
+                                    f"({self.joint_names}) nor a site axis like SITE.x")
         return q
+
+    def _site_start(self, site: str) -> Tensor:
+        """The site's world position at the start pose [3]."""
+        d = mujoco.MjData(self.base)
+        d.qpos[:] = self.x0[: self.nq].numpy()
+        mujoco.mj_kinematics(self.base, d)
+        return torch.tensor(d.site(site).xpos.copy(), dtype=self.dtype)
 
     def _default_log_gains(self) -> Tensor:
         """Log of kp, kd per controlled actuator: a 1 Hz, 0.7-damped oscillator about each joint's inertia."""
@@ -272,9 +286,16 @@ class MjcfTracking(TuningProblem):
             u = torch.zeros(*x.shape[:-1], self.nu, dtype=x.dtype, device=x.device)
             return u.index_copy(-1, act, out)
 
+        sites = list(self.site_targets)
+        site_ref = torch.stack([self.site_targets[n] for n in sites], 1) if sites else None  # [T+1, n, 3]
+
         def cost(x: Tensor, u: Tensor, t: int | Tensor) -> Tensor:
             e = q_ref[int(t)] - x[..., qadr]
-            return (e ** 2).sum(-1) + self.spec.effort * (u ** 2).sum(-1)
+            c = (e ** 2).sum(-1) + self.spec.effort * (u ** 2).sum(-1)
+            if site_ref is not None:  # each robot's sites, differentiable through its own MuJoCo model
+                pos = torch.stack([dyn.observe(x[i], sites=sites) for i, dyn in enumerate(models)])
+                c = c + ((pos.reshape(*pos.shape[:-1], len(sites), 3) - site_ref[int(t)]) ** 2).sum((-2, -1))
+            return c
 
         x0 = self.x0.expand(len(tasks), -1).clone()
         return step, x0, policy, cost

@@ -69,7 +69,7 @@ def test_randomised_model_scales_the_physical_parameters():
 def test_bad_mjcf_task_inputs_are_named(tmp_path):
     ref = tmp_path / "ref.csv"
     ref.write_text("time,elbow\n0,0\n1,1\n")
-    with pytest.raises(MetatuneError, match="elbow"):
+    with pytest.raises(MetatuneError, match="elbow"):  # neither a controlled joint nor a site axis
         MjcfTracking(MjcfSpec(mjcf=REACHER, reference=str(ref)), horizon=10)
     with pytest.raises(MetatuneError, match="no actuator 'hand'"):
         MjcfTracking(MjcfSpec(mjcf=REACHER, actuators=["hand"]), horizon=10)
@@ -89,3 +89,26 @@ def test_cli_reports_bad_mjcf_options_in_one_line(tmp_path):
     assert run.returncode == 2 and "needs --mjcf" in run.stderr and "Traceback" not in run.stderr
     run = metatune("robot", "evaluate", "--mjcf", tmp_path / "missing.xml", "--out", tmp_path / "o")
     assert run.returncode == 2 and "missing.xml" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_site_targets_in_the_reference_add_a_differentiable_task_space_cost(tmp_path):
+    import torch
+
+    ref = tmp_path / "ref.csv"
+    ref.write_text("time,proximal,tip.x,tip.z\n0,0.0,0.0,0.3\n1,0.5,0.1,0.35\n")  # dm_control finger's fingertip site
+    problem = MjcfTracking(MjcfSpec(mjcf=os.path.join(SUITE, "finger.xml"), reference=str(ref),
+                                    randomise={"mass": [0.8, 1.2]}), horizon=30)
+    target = problem.site_targets["tip"]
+    assert target.shape == (31, 3) and float(target[-1, 0]) == pytest.approx(0.1 * 30 * problem.dt)
+    tasks = problem.sample_tasks(2, seed=0)
+    params = problem.batch_params(2).requires_grad_()
+    (g,) = torch.autograd.grad(problem.loss(params, tasks), params)
+    v = torch.randn(params.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    h = 1e-6
+    with torch.no_grad():
+        fd = float((problem.loss(params + h * v, tasks) - problem.loss(params - h * v, tasks)) / (2 * h))
+    assert float((g * v).sum()) == pytest.approx(fd, rel=1e-5)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,tip.w\n0,0\n1,1\n")
+    with pytest.raises(MetatuneError, match="tip.w"):
+        MjcfTracking(MjcfSpec(mjcf=os.path.join(SUITE, "finger.xml"), reference=str(bad)), horizon=10)
