@@ -66,6 +66,7 @@ class MujocoDynamics:
         self.fd = ConsistentFD(m, eps, tol, nthread)
         self.memo = StateMemo(m)
         self._ctrl_i = self.fd.user_i[: m.nu]
+        self._bad = np.array([int(w) for w in BAD_WARNINGS])
         self._probes: dict = {}  # observation probes by (sites, sensors, orientation), see envs/mujoco_observe.py
 
     @property
@@ -89,13 +90,13 @@ class MujocoDynamics:
         m, d = self.model, self.data
         start = self.start_state(x, u)
         mujoco.mj_setState(m, d, start, INTEGRATION)
-        for warning in BAD_WARNINGS:
-            d.warning[warning].number = 0
+        counts = d.warning.number  # a view of every warning's count
+        counts[:] = 0
         mujoco.mj_step(m, d)
-        for warning in BAD_WARNINGS:
-            if d.warning[warning].number > 0:
-                raise MetatuneError(f"MuJoCo step diverged ({warning.name}: MuJoCo reset the state); "
-                                    "the state or the input is too large")
+        if counts[self._bad].any():
+            warning = next(w for w in BAD_WARNINGS if counts[int(w)] > 0)
+            raise MetatuneError(f"MuJoCo step diverged ({warning.name}: MuJoCo reset the state); "
+                                "the state or the input is too large")
         out = np.concatenate([d.qpos, d.qvel, d.act])
         if not np.isfinite(out).all():
             raise MetatuneError("MuJoCo step produced a non-finite state")
