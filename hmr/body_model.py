@@ -236,7 +236,7 @@ class BodyModel(nn.Module):
         b, n = body_pose.shape[0], self.body_joints
         rot = batch_rodrigues(body_pose[:, :3 * n].reshape(-1, 3)).view(b, n, 3, 3)
         rest = self.j_template.shape[0] - 1 - n
-        eye = torch.eye(3, dtype=body_pose.dtype).expand(b, rest, 3, 3)
+        eye = torch.eye(3, dtype=body_pose.dtype, device=body_pose.device).expand(b, rest, 3, 3)
         return torch.cat([global_rot[:, None], rot, eye], 1)
 
     def joints(self, betas: Tensor,  # [B, 10]
@@ -248,7 +248,7 @@ class BodyModel(nn.Module):
         rot = self.rotations(global_rot, body_pose)
         j_rest = self.j_template + blend_shapes(betas, self.j_shapedirs)
         j_posed, a = batch_rigid_transform(rot, j_rest, self.smpl.parents)
-        eye = torch.eye(3, dtype=betas.dtype)
+        eye = torch.eye(3, dtype=betas.dtype, device=betas.device)
         pose_feature = (rot[:, 1:] - eye).reshape(b, -1)
         l_rest = self.l_template + blend_shapes(betas, self.l_shapedirs)
         l_rest = l_rest + (pose_feature @ self.l_posedirs).view(b, -1, 3)

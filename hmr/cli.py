@@ -5,30 +5,37 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metatune.paths import existing_file
 from metatune.verb_args import add_checkpoint, add_force, add_out, add_seed_device, float_in, positive_int
 
+if TYPE_CHECKING:  # torch is imported only when a verb runs (--help stays fast)
+    import torch
+
 # The frames a mesh can be written in (hmr.infer.FRAMES; named here so --help imports no torch)
 FRAMES = ("camera", "y-up")
-CPU_ONLY = "the hmr fit runs on CPU (a batch of bodies fits in milliseconds per person there)"
+# infer reads an image, detects keypoints and writes meshes and overlays on the CPU, and does not move its fit
+INFER_CPU_ONLY = ("hmr infer runs on the CPU (its image pipeline: keypoint detection, fit, meshes and overlay, "
+                  "is not wired to a device); hmr adapt fits given keypoints on the GPU")
 
 
-def _device(args: argparse.Namespace) -> None:
+def _device(args: argparse.Namespace, cpu_only: str | None = None) -> torch.device:
+    """--device as a torch.device; a CUDA device that is not here is an error before anything runs."""
     from metatune.verb_args import torch_device
-    torch_device(args.device, CPU_ONLY)
+    return torch_device(args.device, cpu_only)
 
 
 def _train(args: argparse.Namespace) -> int:
     from hmr.meta_fit import MetaFitConfig, train_run
 
-    _device(args)
+    device = _device(args)
     cfg = MetaFitConfig(pretrain_steps=args.pretrain_steps, meta_steps=args.steps, inner_steps=args.inner_steps,
                         people_per_task=args.people, train_pool=args.train_pool, seed=args.seed,
                         other_layouts=args.other_layouts,
                         pretrain_checkpoint_every=args.pretrain_checkpoint_every,
                         checkpoint_every=args.checkpoint_every)
-    metrics, trained = train_run(args.out, cfg, args.model, args.calibration_people, force=args.force)
+    metrics, trained = train_run(args.out, cfg, args.model, args.calibration_people, force=args.force, device=device)
     if not trained:
         print(f"{args.out}: this run is already complete ({metrics.get('meta_steps', cfg.meta_steps)} meta-training "
               "steps, calibrated); nothing was trained (--force trains it again)")
@@ -46,14 +53,15 @@ def _adapt(args: argparse.Namespace) -> int:
     from hmr.synthetic import fit_problem
     from metatune.atomic import write_json
 
-    _device(args)
+    device = _device(args)
     kp, kept, notes = select_people(read_keypoints(args.keypoints), args.width, args.height)
     for note in notes:
         warn(note)
-    body = BodyModel.load(args.model)
+    body = BodyModel.load(args.model).to(device)
     n = len(kept)
-    prob = fit_problem(body, kp.xy, kp.conf, kp.joint_map, torch.full((n,), float(args.width)),
-                       torch.full((n,), float(args.height)))
+    prob = fit_problem(body, kp.xy.to(device), kp.conf.to(device), kp.joint_map,
+                       torch.full((n,), float(args.width), device=device),
+                       torch.full((n,), float(args.height), device=device))
     fit = fit_people(body, prob, args.checkpoint, args.baseline, steps=args.steps)
     result = {"method": fit.method, "people": [
         {"index_in_keypoints": kept[i], "params": fit.params[i].tolist(), "param_std": fit.param_std[i].tolist(),
@@ -66,8 +74,8 @@ def _adapt(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from hmr.evaluation import evaluate_methods, write_report
 
-    _device(args)
-    report = evaluate_methods(args.checkpoint, people=args.people, model=args.model, split=args.split)
+    device = _device(args)
+    report = evaluate_methods(args.checkpoint, people=args.people, model=args.model, split=args.split, device=device)
     write_report(report, Path(args.out))
     print(json.dumps(report["summary"], indent=2))
     return 0
@@ -79,7 +87,7 @@ EXIT_POOR_FIT = 3   # --strict: the outputs are written, but a fit misses its ke
 def _infer(args: argparse.Namespace) -> int:
     from hmr.infer import infer, warn
 
-    _device(args)
+    _device(args, INFER_CPU_ONLY)
     result = infer(args.image, args.keypoints, args.out, model=args.model, checkpoint=args.checkpoint,
                    baseline=args.baseline, steps=args.steps, focal=args.focal, fov=args.fov, frame=args.frame,
                    boxes=args.boxes, max_people=args.max_people)

@@ -101,7 +101,7 @@ def fit_flips(body: BodyModel, params: Tensor,  # [B, 85] a fit
     w = torch.where(nats <= MAX_NATS, torch.exp(-nats), torch.zeros(()))
     w = w / w.sum(0)
     best = loss.argmin(0)                                                      # [B]
-    cols = torch.arange(b)
+    cols = torch.arange(b, device=best.device)
     best_joints = joints[best, cols]                                           # [B, 24, 3]
     spread = (w[..., None] * (1000 * (joints - best_joints)).pow(2).sum(-1)).sum(0) / 3   # [B, 24] per axis
     hyp = flat.view(h, b, -1)

@@ -93,9 +93,10 @@ def evaluate_fits(body: BodyModel, fitter: MetaFitter, people: People, batch: in
 
 
 def evaluate_methods(checkpoint: str | Path, people: int = 64, model: str | Path | None = None,
-                     smplify_cfg: SmplifyConfig | None = None, split: str = "heldout") -> dict:
-    """Every method on `people` of the held-out (or the hard) split."""
-    body = BodyModel.load(model)
+                     smplify_cfg: SmplifyConfig | None = None, split: str = "heldout",
+                     device: torch.device | str = "cpu") -> dict:
+    """Every method on `people` of the held-out (or the hard) split, fitted on `device`."""
+    body = BodyModel.load(model).to(device)
     fitter = MetaFitter.load(body, checkpoint)
     res = evaluate_fits(body, fitter, make_split(body, split, people, fitter.data), smplify_cfg=smplify_cfg)
     scatter = res.pop("_scatter")
@@ -109,7 +110,7 @@ def write_report(report: dict, out_dir: Path) -> None:
     axes = fig.subplots(1, 2)
     for ax, name in zip(axes, ("pipeline", "smplify")):
         std, err = report["scatter"][name]
-        ax.scatter(std.numpy(), err.numpy(), s=3, alpha=0.4)
+        ax.scatter(std.cpu().numpy(), err.cpu().numpy(), s=3, alpha=0.4)
         lo, hi = float(min(std.min(), err.min() / 2.5).clamp_min(1e-2)), float(max(std.max(), err.max() / 2.5))
         ax.plot([lo, hi], [2.5 * lo, 2.5 * hi], "r--", label="90% interval edge")
         ax.set(xscale="log", yscale="log")

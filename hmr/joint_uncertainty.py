@@ -20,7 +20,7 @@ def joint_jacobian(body: BodyModel, params: Tensor,  # [B, 85]
     x = params.detach().requires_grad_()
     with torch.enable_grad():
         out = root_relative_joints(body, x).flatten(1)            # [B, 72]
-        eye = torch.eye(out.shape[1], dtype=out.dtype)
+        eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
         probes = eye[:, None].expand(-1, out.shape[0], -1)         # [72, B, 72]
         (jac,) = torch.autograd.grad(out, x, probes, is_grads_batched=True)  # [72, B, 85]
     return jac.permute(1, 0, 2)

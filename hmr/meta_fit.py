@@ -99,13 +99,14 @@ class MetaFitter:
         self.weights, self.data = weights or FitWeights(), data or SyntheticConfig()
         with torch.random.fork_rng(devices=[]):  # seeded initial weights; the global RNG is left as it was
             torch.manual_seed(self.cfg.seed)
-            self.regressor = KeypointRegressor(body, hidden=self.cfg.hidden)
+            # built on the CPU, so a seed gives one regressor on every device; the fit runs on the body's device
+            self.regressor = KeypointRegressor(body, hidden=self.cfg.hidden).to(body.j_template.device)
         # Run the fit in units where the objective's curvature is about 1 for every parameter, so one
         # initial step size suits orientation, pose, shape and translation alike.
         if scale is None:
             ref = make_people(body, 32, seed=2000 + self.cfg.seed, cfg=self.data)
             scale = curvature_scale(body, people_problem(body, ref), ref.params, self.weights)
-        self.init = _ScaledInit(self.regressor, scale)
+        self.init = _ScaledInit(self.regressor, scale.to(body.j_template.device))
         meta = mt.MetaConfig(method="uncertainty", inner_steps=self.cfg.inner_steps, inner_lr=self.cfg.inner_lr,
                              outer_lr=self.cfg.outer_lr, step_outer_lr=self.cfg.step_outer_lr,
                              meta_batch=self.cfg.meta_batch, batch_dims=1,
@@ -317,13 +318,15 @@ FIT_FILE = "fit.pt"   # a finished run's fit without its training state (hmr/tra
 
 
 def train_run(out: str | Path, cfg: MetaFitConfig, model: str | Path | None = None, calibration_people: int = 128,
-              force: bool = False, progress: bool = True) -> tuple[dict[str, Any], bool]:
+              force: bool = False, progress: bool = True,
+              device: torch.device | str = "cpu") -> tuple[dict[str, Any], bool]:
     """`metatune hmr train` into the run folder `out`: config.json, checkpoint.pt (every
     cfg.pretrain_checkpoint_every pretraining and cfg.checkpoint_every meta-training steps, and at the end),
     log.jsonl appended, training.png, metrics.json. Returns the metrics and whether anything was trained.
 
     A folder holding an unfinished run of the same settings resumes it (ending where an uninterrupted run
     would); a finished one is reported, not retrained; one holding another run is refused unless `force`.
+    Bodies, people and the fit live on `device` (not part of the run's definition: a run resumes on any device).
     """
     from hmr.synthetic import make_split
 
@@ -332,7 +335,7 @@ def train_run(out: str | Path, cfg: MetaFitConfig, model: str | Path | None = No
               "calibration_people": calibration_people, **asdict(cfg)}
     with run.lock():
         resuming = run.start(config, TRAIN_DEFINING, force)
-        body = BodyModel.load(model)
+        body = BodyModel.load(model).to(device)
         if resuming:
             fitter = MetaFitter.load(body, run.checkpoint, log_path=run.log, resume=True)
             if fitter.finished:

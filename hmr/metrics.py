@@ -52,10 +52,10 @@ def pve(pred_verts: Tensor,  # [B, V, 3]
 def rank(x: Tensor) -> Tensor:  # [N] average ranks (ties share their mean rank)
     order = torch.argsort(x)
     r = torch.empty_like(x, dtype=torch.float64)
-    r[order] = torch.arange(len(x), dtype=torch.float64)
+    r[order] = torch.arange(len(x), dtype=torch.float64, device=x.device)
     values, inverse = torch.unique(x, return_inverse=True)
-    sums = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, r)
-    counts = torch.zeros(len(values), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(r))
+    sums = torch.zeros(len(values), dtype=torch.float64, device=x.device).index_add_(0, inverse, r)
+    counts = torch.zeros(len(values), dtype=torch.float64, device=x.device).index_add_(0, inverse, torch.ones_like(r))
     return (sums / counts)[inverse]
 
 

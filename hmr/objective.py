@@ -29,7 +29,7 @@ def unpack(params: Tensor,  # [B, 85]
 def global_rotation(orient: Tensor,  # [B, 3] axis-angle relative to facing the camera
                     ) -> Tensor:  # [B, 3, 3]
     """The root rotation in camera coordinates: facing the camera, then the residual in the body frame."""
-    facing = batch_rodrigues(torch.tensor([FACING_CAMERA], dtype=orient.dtype))
+    facing = batch_rodrigues(torch.tensor([FACING_CAMERA], dtype=orient.dtype, device=orient.device))
     return facing @ batch_rodrigues(orient)
 
 
@@ -59,7 +59,7 @@ def torso_scale(kp_xy: Tensor,  # [B, K, 2]
                 joint_map: list[int]) -> Tensor:  # [B]
     """1% of the mean 2D torso segment length (falls back to the keypoint box height / 300)."""
     pos = {j: i for i, j in enumerate(joint_map)}
-    lengths, counts = torch.zeros(kp_xy.shape[0]), torch.zeros(kp_xy.shape[0])
+    lengths, counts = (torch.zeros(kp_xy.shape[0], device=kp_xy.device) for _ in range(2))
     for a, b in TORSO_PAIRS:
         if a in pos and b in pos:
             ok = (kp_conf[:, pos[a]] > 0) & (kp_conf[:, pos[b]] > 0)
@@ -94,9 +94,9 @@ def fit_loss_terms(body: BodyModel, params: Tensor,  # [B, 85]
     uv = project(joints[:, prob.joint_map], prob.focal, prob.centre)
     sq = ((uv - prob.kp_xy) / prob.scale[:, None, None]).pow(2).sum(-1)           # [B, K]
     reproj = 0.5 * (prob.kp_conf * geman_mcclure(sq, w.robust_sigma)).sum(1) / w.keypoint_std**2
-    mean, std = pose_prior_stats()
+    mean, std = (t.to(pose.device) for t in pose_prior_stats())
     pose_term = 0.5 * w.pose_prior * ((pose - mean) / std).pow(2).sum(1)
-    lo, hi = pose_limits()
+    lo, hi = (t.to(pose.device) for t in pose_limits())
     angle = 0.5 * ((torch.relu(pose - hi) + torch.relu(lo - pose)) / w.angle_std).pow(2).sum(1)
     shape = 0.5 * (betas / w.shape_std).pow(2).sum(1)
     z0 = prob.transl_init[:, 2]

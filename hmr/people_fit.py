@@ -60,7 +60,7 @@ def fit_people(body: BodyModel, prob: FitProblem, checkpoint: str | Path | MetaF
         if cfg.refine_steps > 0:
             params = coarse_to_fine(body, params, prob, weights, steps_per_stage=cfg.refine_steps, lr=0.02)
         t1 = time.perf_counter()
-        spread = torch.zeros(len(prob), 24)
+        spread = torch.zeros(len(prob), 24, device=params.device)
         if cfg.flip_steps > 0:
             flips = fit_flips(body, params, prob, weights, refine_steps=cfg.flip_steps)
             params, spread = flips.params, flips.spread_var_mm2

@@ -24,7 +24,7 @@ class SmplifyConfig:
 
 def _torso_only(prob: FitProblem) -> FitProblem:
     torso = {j for pair in TORSO_PAIRS for j in pair}
-    keep = torch.tensor([j in torso for j in prob.joint_map])
+    keep = torch.tensor([j in torso for j in prob.joint_map], device=prob.kp_conf.device)
     return replace(prob, kp_conf=prob.kp_conf * keep)
 
 
@@ -33,7 +33,7 @@ def smplify(body: BodyModel, prob: FitProblem, weights: FitWeights | None = None
     """Fit B people: orientation and translation on the torso keypoints, then everything on all keypoints."""
     weights, cfg = weights or FitWeights(), cfg or SmplifyConfig()
     start = mean_start(body, prob)
-    cam_mask = torch.zeros(start.shape[1], dtype=torch.bool)
+    cam_mask = torch.zeros(start.shape[1], dtype=torch.bool, device=start.device)
     cam_mask[ORIENT], cam_mask[TRANSL] = True, True
     torso = _torso_only(prob)
 
@@ -42,7 +42,7 @@ def smplify(body: BodyModel, prob: FitProblem, weights: FitWeights | None = None
         terms = fit_loss_terms(body, full, torso, weights)
         return (terms["reprojection"] + terms["depth_prior"]).sum()
 
-    none = torch.zeros(())  # mt.solve needs some hparams; the baseline has none to differentiate
+    none = torch.zeros((), device=start.device)  # mt.solve needs some hparams; the baseline has none to differentiate
     cam = mt.solve(camera_loss, start, none, solver="adam", steps=cfg.camera_steps, lr=cfg.lr, hypergrad="none")
     body_start = torch.where(cam_mask, cam, start)
     return coarse_to_fine(body, body_start, prob, weights, steps_per_stage=max(1, cfg.body_steps // len(

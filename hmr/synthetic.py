@@ -53,25 +53,27 @@ class People:
 
 
 def make_people(body: BodyModel, n: int, seed: int, cfg: SyntheticConfig | None = None) -> People:
-    """n people, deterministic in seed."""
+    """n people, deterministic in seed, on the body model's device (drawn on the CPU: one seed, one set of people
+    on every device)."""
     cfg = cfg or SyntheticConfig()
+    dev = body.j_template.device
     g = torch.Generator().manual_seed(seed)
-    u = lambda *s: torch.rand(*s, generator=g)  # noqa: E731
-    pose = sample_poses(n, g)
+    u = lambda *s: torch.rand(*s, generator=g).to(dev)  # noqa: E731
+    pose = sample_poses(n, g).to(dev)
     if cfg.pose_extra_rad > 0:
         pose = pose + cfg.pose_extra_rad * (2 * u(n, 69) - 1)
-    betas = (cfg.beta_std * torch.randn(n, 10, generator=g)).clamp(-2.5, 2.5)
+    betas = (cfg.beta_std * torch.randn(n, 10, generator=g).to(dev)).clamp(-2.5, 2.5)
     deg = math.pi / 180
     orient = torch.stack([(2 * u(n) - 1) * cfg.tilt_deg * deg, (2 * u(n) - 1) * cfg.yaw_deg * deg,
                           (2 * u(n) - 1) * cfg.tilt_deg * deg], 1)
     width = (cfg.min_width + (cfg.max_width - cfg.min_width) * u(n)).round()
-    aspect = torch.tensor([0.75, 1.0, 4 / 3])[torch.randint(0, 3, (n,), generator=g)]
+    aspect = torch.tensor([0.75, 1.0, 4 / 3], device=dev)[torch.randint(0, 3, (n,), generator=g).to(dev)]
     height = (width * aspect).round()
     focal = default_focal(width, height)
     centre = torch.stack([width, height], 1) / 2
 
     with torch.no_grad():
-        joints = posed_joints(body, torch.cat([orient, pose, betas, torch.zeros(n, 3)], 1))
+        joints = posed_joints(body, torch.cat([orient, pose, betas, torch.zeros(n, 3, device=dev)], 1))
         extent = joints[..., 1].amax(1) - joints[..., 1].amin(1)
         frac = cfg.height_frac[0] + (cfg.height_frac[1] - cfg.height_frac[0]) * u(n)
         depth = focal * extent / (frac * height)
@@ -86,7 +88,7 @@ def make_people(body: BodyModel, n: int, seed: int, cfg: SyntheticConfig | None 
         params = torch.cat([orient, pose, betas, transl], 1)
         uv = project(posed_joints(body, params)[:, BODY25_TO_SMPLX], focal, centre)
 
-    uv = uv + cfg.noise_px * torch.randn(uv.shape, generator=g)
+    uv = uv + cfg.noise_px * torch.randn(uv.shape, generator=g).to(dev)
     conf = 0.6 + 0.4 * u(n, 25)
     outlier = u(n, 25) < cfg.outliers
     uv = torch.where(outlier[..., None], u(n, 25, 2) * size[:, None], uv)
@@ -116,6 +118,7 @@ def other_layouts(people: People, fraction: float, generator: torch.Generator) -
     for layout, lo, hi in (("coco17", 0.0, fraction / 2), ("mediapipe33", fraction / 2, fraction)):
         have = torch.tensor([i is not None for i in body25_index(layout)])
         keep = torch.where(((pick >= lo) & (pick < hi))[:, None], keep & have, keep)
+    keep = keep.to(people.kp_xy.device)
     return replace(people, kp_xy=people.kp_xy * keep[..., None], kp_conf=people.kp_conf * keep)
 
 
@@ -129,7 +132,7 @@ def fit_problem(body: BodyModel, kp_xy: Tensor,  # [B, K, 2]
     centre = torch.stack([width, height], 1).float() / 2
     b = kp_xy.shape[0]
     with torch.no_grad():
-        mean_joints = posed_joints(body, torch.zeros(b, PARAM_DIM))
+        mean_joints = posed_joints(body, torch.zeros(b, PARAM_DIM, device=kp_xy.device))
     transl = init_translation(mean_joints, kp_xy, kp_conf, joint_map, focal, centre)
     return FitProblem(kp_xy=kp_xy, kp_conf=kp_conf, joint_map=list(joint_map), focal=focal, centre=centre,
                       transl_init=transl, scale=torso_scale(kp_xy, kp_conf, joint_map))
@@ -142,5 +145,5 @@ def people_problem(body: BodyModel, people: People) -> FitProblem:
 
 def mean_start(body: BodyModel, prob: FitProblem) -> Tensor:  # [B, 85]
     """The mean pose and shape facing the camera, translated by the torso-length initialisation."""
-    return torch.cat([torch.zeros(len(prob), 82), prob.transl_init], 1)
+    return torch.cat([torch.zeros(len(prob), 82, device=prob.transl_init.device), prob.transl_init], 1)
 
