@@ -5,11 +5,15 @@ files in the wheel (0 and 2 download theirs).
 BlazePose finds one person per call. Several people are found by detecting again with the people already
 found painted out (their segmentation masks, dilated, filled with grey), until nothing new is found; or in
 the boxes the caller gives (`--boxes`), one person per box. Measured on real photos (docs/hmr.md): both
-people of OpenCV's basketball1.png are found; pedestrians under about 150 px tall are not.
+people of OpenCV's basketball1.png and basketball2.png are found; of five pedestrians about 90 px tall in a frame
+of OpenCV's vtest.avi none is found in the whole frame, two when given a box around each.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,9 +36,24 @@ class Detections:
         return self.xy.shape[0]
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null while mediapipe's C++ code runs: its TensorFlow Lite and absl
+    logging print a dozen lines per image ("Feedback manager requires a model with a single signature...")
+    that no setting silences before absl::InitializeLog. Python exceptions still carry its errors."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _pose():
     """A BlazePose full-model detector for single images (imported here: mediapipe takes about a second)."""
-    os.environ.setdefault("GLOG_minloglevel", "2")   # mediapipe's C++ logging: warnings and errors only
     try:
         from mediapipe.python.solutions import pose
     except ImportError as err:
@@ -64,6 +83,12 @@ def detect_people(image: np.ndarray,  # [H, W, 3] uint8 RGB
                   max_people: int = 4, boxes: list[tuple[float, float, float, float]] | None = None,
                   ) -> Detections:
     """BlazePose landmarks of up to `max_people` people, or of one person in each box (x0, y0, x1, y1)."""
+    with _quiet_native_stderr():
+        return _detect(image, max_people, boxes)
+
+
+def _detect(image: np.ndarray, max_people: int, boxes: list[tuple[float, float, float, float]] | None
+            ) -> Detections:
     h, w = image.shape[:2]
     pose = _pose()
     found: list[np.ndarray] = []
@@ -97,7 +122,8 @@ def detect_people(image: np.ndarray,  # [H, W, 3] uint8 RGB
 
 
 def _detect_in_box(pose, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
-    """One person in a box of the image: the box, grown by 10% and made square, is what BlazePose sees."""
+    """One person in a box of the image: the box, grown by 10% and made square, is what BlazePose sees; None
+    when it finds nobody there, or somebody whose landmarks are centred outside the box."""
     h, w = image.shape[:2]
     x0, y0, x1, y1 = box
     cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 0.55 * max(x1 - x0, y1 - y0)
@@ -112,4 +138,7 @@ def _detect_in_box(pose, image: np.ndarray, box: tuple[float, float, float, floa
     person = _landmarks(result, bx - ax, by - ay)
     person[:, 0] += ax
     person[:, 1] += ay
+    mx, my = np.median(person[:, :2], 0)
+    if not (x0 <= mx <= x1 and y0 <= my <= y1):
+        return None   # the grown crop caught a neighbour, not the person in the box
     return person

@@ -85,3 +85,19 @@ def test_an_upper_body_photo_from_scikit_image(tmp_path):
     person = res["people"][0]
     assert person["quality"]["keypoints_used"] >= 8
     assert np.asarray(person["joints3d"])[:, 2].max() < 0      # y-up: the camera looks down -z
+
+
+def test_the_detector_finds_several_people_and_people_in_boxes(tmp_path, capsys):
+    from hmr.detector import detect_people
+    from hmr.infer import read_image
+
+    img = read_image(_photo("basketball1.png"))
+    both = detect_people(img)
+    assert len(both) == 2
+    left = both.xy[both.xy[:, :, 0].mean(1).argmin()]
+    box = (float(left[:, 0].min()), float(left[:, 1].min()), float(left[:, 0].max()), float(left[:, 1].max()))
+    one = detect_people(img, boxes=[box])
+    assert len(one) == 1 and (one.xy[0] - left).norm(dim=-1).median() < 10     # the same person, found again
+    wall = "250,20,420,200"       # the empty wall between them
+    assert main(["hmr", "infer", str(_photo("basketball1.png")), "--boxes", wall, "--out", str(tmp_path / "x")]) == 2
+    assert "found no person in the 1 boxes given" in capsys.readouterr().err
