@@ -88,6 +88,7 @@ def _infer(args: argparse.Namespace) -> int:
     from hmr.infer import infer, warn
 
     _device(args, INFER_CPU_ONLY)
+    _one_thread()
     result = infer(args.image, args.keypoints, args.out, model=args.model, checkpoint=args.checkpoint,
                    baseline=args.baseline, steps=args.steps, focal=args.focal, fov=args.fov, frame=args.frame,
                    boxes=args.boxes, max_people=args.max_people)
@@ -98,6 +99,14 @@ def _infer(args: argparse.Namespace) -> int:
              f"({q['worst_keypoint']}) for a {q['height_px']:.0f} px tall person (poor beyond 3% / 10%)")
     print(f"fitted {len(result['people'])} people ({result['method']}) -> {args.out}")
     return EXIT_POOR_FIT if poor and args.strict else 0
+
+
+def _one_thread() -> None:
+    """A few people fit faster on one thread: each op is small, and on the shared 2 cores two threads made
+    `infer` 2-3x slower (messi5.jpg: fit 5.4 s on 2 threads, 1.8 s on one)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _boxes(text: str) -> list[tuple[float, float, float, float]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metatune.errors import MetatuneError
-from metatune.paths import existing_dir, out_dir, out_file
+from metatune.paths import existing_dir, existing_file, out_dir, out_file
 from metatune.verb_args import (
     add_checkpoint,
     add_force,
@@ -50,7 +50,8 @@ def _train(args: argparse.Namespace) -> int:
     from relight.training import TrainConfig, train
     device = _device(args)
     cfg = TrainConfig(method=args.method, resolution=args.resolution, fit_steps=args.steps,
-                      meta_steps=args.meta_steps, seed=args.seed)
+                      meta_steps=args.meta_steps, seed=args.seed,
+                      init_ply=str(args.init_ply.resolve()) if args.init_ply else None)
     summary = train(args.scene, args.out, cfg, force=args.force, device=device)
     print(json.dumps(summary, indent=2))
     return 0
@@ -142,6 +143,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="meta-learning steps (meta); joint and plain fit meta-steps x meta-batch (2) more steps")
     p.add_argument("--method", choices=("meta", "joint", "plain"), default="meta")
     p.add_argument("--resolution", type=resolution, default=64)
+    p.add_argument("--init-ply", type=existing_file, default=None,
+                   help="start from a 3D Gaussian splatting .ply (graphdeco's layout) instead of points3d.ply")
     add_seed_device(p)
     add_force(p)
     p.set_defaults(func=_train)
@@ -191,10 +194,10 @@ def png_file(text: str) -> Path:
     return path
 
 
-def demo(out_dir: Path) -> dict:
+def demo(out_dir: Path, device: str = "cpu") -> dict:
     """Generate a small glossy scene, train the meta-learned model and the plain baseline, evaluate, write images."""
     from relight.demo import run_demo
     t0 = time.perf_counter()
-    result = run_demo(Path(out_dir))
+    result = run_demo(Path(out_dir), device=device)
     result["relight_seconds"] = round(time.perf_counter() - t0, 1)
     return result

@@ -35,15 +35,14 @@ def write_points_ply(path: Path, points: np.ndarray,  # [N, 3]
 
 
 def read_points_ply(path: Path) -> np.ndarray:  # [N, 3]
-    """x, y, z of the vertices of an ASCII PLY written by `write_points_ply`."""
+    """x, y, z of the vertices of any PLY (ASCII or binary, float or double: what COLMAP and 3DGS write)."""
     from metatune import MetatuneError
-    lines = path.read_text().splitlines()
-    try:
-        end = lines.index("end_header")
-        count = next(int(l.split()[-1]) for l in lines if l.startswith("element vertex"))
-        pts = np.array([[float(v) for v in l.split()[:3]] for l in lines[end + 1:end + 1 + count]], dtype=np.float32)
-    except (ValueError, StopIteration) as err:
-        raise MetatuneError(f"{path}: not an ASCII point PLY ({err})") from err
-    if pts.shape != (count, 3):
-        raise MetatuneError(f"{path}: expected {count} vertices with x y z, got shape {pts.shape}")
+    from relight.ply_format import read_elements
+
+    vertex = read_elements(path)
+    if not {"x", "y", "z"} <= set(vertex):
+        raise MetatuneError(f"{path}: its vertices have no x, y, z (properties: {sorted(vertex)})")
+    pts = np.stack([vertex[a] for a in "xyz"], 1).astype(np.float32)
+    if not np.isfinite(pts).all():
+        raise MetatuneError(f"{path}: non-finite vertex coordinates")
     return pts

@@ -29,7 +29,7 @@ CHECKPOINT = "checkpoint.pt"
 TUNER = "tuner.pt"
 STAGE1 = "stage1.pt"  # the checkpoint at the end of stage 1 (fitting), kept so that other methods can start there
 DOMAIN = "relight"
-DEFINING = ("domain", "scene", "method", "resolution", "max_points", "seed")  # a resume must agree
+DEFINING = ("domain", "scene", "method", "resolution", "max_points", "seed", "init_ply")  # a resume must agree
 
 
 @dataclass
@@ -48,6 +48,7 @@ class TrainConfig:
     max_points: int = 3000
     checkpoint_every: int = 50
     seed: int = 0
+    init_ply: str | None = None  # a 3DGS .ply (graphdeco's layout, or ours) as the geometry start
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -80,6 +81,17 @@ def build(method: str, points: Tensor) -> nn.Module:
     if method == "plain":
         return PlainGaussians(points, normals, spacing)
     return LightPrior(RelightModel(points, normals, spacing, ModelConfig()))
+
+
+def start_from_ply(method: str, path: Path) -> nn.Module:
+    """A fresh model for `method` whose geometry is a 3D Gaussian splatting PLY's (relight.ply.import_ply)."""
+    from relight.ply import import_ply
+
+    model = import_ply(path)
+    if method == "plain":
+        with torch.no_grad():
+            return build("plain", model.gaussians.means.detach().clone())
+    return LightPrior(model)
 
 
 def empty(method: str, n: int) -> nn.Module:
@@ -177,7 +189,8 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
         fit_done, elapsed = state["fit_done"], state["elapsed"]
         rng.setstate(_tuple_state(state["rng"]))
     else:
-        module = build(cfg.method, initial_points(scene, cfg.max_points, cfg.seed)).to(device)
+        module = (start_from_ply(cfg.method, Path(cfg.init_ply)) if cfg.init_ply else
+                  build(cfg.method, initial_points(scene, cfg.max_points, cfg.seed))).to(device)
         state = {}
     frames = [f.to(device) for f in scene.frames]
     if isinstance(module, LightPrior):
