@@ -173,7 +173,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=_adapt_or_evaluate)
 
 
-def demo(out_dir: Path) -> dict:
+def demo(out_dir: Path, device: str = "cpu") -> dict:
     from envs.demo import run_demo
 
-    return run_demo(Path(out_dir))
+    return run_demo(Path(out_dir), device=device)

@@ -9,13 +9,14 @@ from envs.meta_tuning import RobotMetaConfig
 from envs.workflows import evaluate, load_tuner, train
 
 
-def run_demo(out_dir: Path, train_steps: int = 6, robots: int = 4, adapt_steps: int = 2) -> dict:
-    """Meta-train, then evaluate untuned vs meta-tuned on unseen robots simulated in MuJoCo."""
+def run_demo(out_dir: Path, train_steps: int = 6, robots: int = 4, adapt_steps: int = 2, device: str = "cpu") -> dict:
+    """Meta-train, then evaluate untuned vs meta-tuned on unseen robots simulated in MuJoCo (gains and torch
+    models on `device`, MuJoCo on the CPU)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cfg = RobotMetaConfig(inner_steps=1, robots_per_task=3)
-    trained = train("quadrotor", out_dir / "train", train_steps, cfg, horizon=150, dt=0.02, force=True)
-    problem, tuner = load_tuner(out_dir / "train")
+    trained = train("quadrotor", out_dir / "train", train_steps, cfg, horizon=150, dt=0.02, force=True, device=device)
+    problem, tuner = load_tuner(out_dir / "train", device)
     t1 = time.perf_counter()
     tasks = problem.sample_tasks(robots, seed=424242)  # robots never seen in training
     result = evaluate(problem, tuner, tasks, adapt_steps, "mujoco", out_dir)

@@ -196,7 +196,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_infer)
 
 
-def demo(out_dir: Path) -> dict:
+def demo(out_dir: Path, device: str = "cpu") -> dict:
     from hmr.demo import run_demo
 
-    return run_demo(Path(out_dir))
+    return run_demo(Path(out_dir), device=device)

@@ -42,15 +42,16 @@ def _untranslated(body: BodyModel, params: torch.Tensor):
         return body(b, global_rotation(o), p)
 
 
-def run_demo(out_dir: Path, pretrain_steps: int = 1000, meta_steps: int = 15) -> dict:
+def run_demo(out_dir: Path, pretrain_steps: int = 1000, meta_steps: int = 15, device: str = "cpu") -> dict:
     """Writes person.png, keypoints.json, meta.pt, training.png, overlay.png, person_0.obj, result.json,
-    metrics.json (and the baseline's fit under smplify/)."""
+    metrics.json (and the baseline's fit under smplify/). Meta-training runs on `device`; the image, the fit
+    of it (hmr infer) and the scores on the CPU."""
     with torch.random.fork_rng(devices=[]):  # the demo's own seed; the caller's global RNG is left as it was
         torch.manual_seed(0)
-        return _run_demo(out_dir, pretrain_steps, meta_steps)
+        return _run_demo(out_dir, pretrain_steps, meta_steps, torch.device(device))
 
 
-def _run_demo(out_dir: Path, pretrain_steps: int, meta_steps: int) -> dict:
+def _run_demo(out_dir: Path, pretrain_steps: int, meta_steps: int, device: torch.device) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     body = BodyModel.load()
     data = SyntheticConfig(missing=0.1, outliers=0.0, min_width=480, max_width=640)
@@ -60,10 +61,11 @@ def _run_demo(out_dir: Path, pretrain_steps: int, meta_steps: int) -> dict:
     write_with(out_dir / "person.png", lambda tmp: cv2.imwrite(str(tmp), img[..., ::-1]))
     write_json(out_dir / "keypoints.json", body25_json(person.kp_xy, person.kp_conf), indent=None)
 
-    fitter = MetaFitter(body, MetaFitConfig(pretrain_steps=pretrain_steps, meta_steps=meta_steps))
+    fit_body = body if device.type == "cpu" else BodyModel.load().to(device)  # Module.to moves in place
+    fitter = MetaFitter(fit_body, MetaFitConfig(pretrain_steps=pretrain_steps, meta_steps=meta_steps))
     pre = fitter.pretrain()
     hist = fitter.train()
-    fitter.calibrate(make_split(body, "train", 64))
+    fitter.calibrate(make_split(fit_body, "train", 64))
     fitter.save(out_dir / "meta.pt")
     plot_training(pre, hist, out_dir / "training.png")
 

@@ -50,14 +50,15 @@ def run_demo(args: argparse.Namespace, domains: dict[str, ModuleType]) -> int:
     from metatune.demo import engine_demo
     from metatune.verb_args import torch_device
 
-    torch_device(args.device, "the demo's parts run on CPU (the domains' verbs do, today)")
+    device = torch_device(args.device)
     out: Path = args.out
     wanted = args.only if args.only else ["engine", *domains]
     summary: dict[str, dict] = {}
     for part in wanted:
         t0 = time.perf_counter()
         print(f"[demo] {part} -> {out / part}", flush=True)
-        result = engine_demo(out / part) if part == "engine" else domains[part].demo(out / part)
+        result = engine_demo(out / part, device) if part == "engine" else domains[part].demo(out / part,
+                                                                                            device=str(device))
         result["seconds"] = round(time.perf_counter() - t0, 2)
         summary[part] = result
     write_json(out / "summary.json", summary)

@@ -31,12 +31,12 @@ def mlp(params: Tensors, x: Tensor) -> Tensor:  # x: [N, 1] -> [N, 1]
 
 
 class SineTask:
-    """y = a sin(x + phase) on [-5, 5], with K support and K query points."""
+    """y = a sin(x + phase) on [-5, 5], with K support and K query points (drawn on the CPU, kept on `device`)."""
 
-    def __init__(self, gen: torch.Generator, k: int = 10):
+    def __init__(self, gen: torch.Generator, k: int = 10, device: torch.device | str = "cpu"):
         self.amp = float(torch.empty(1).uniform_(0.1, 5.0, generator=gen))
         self.phase = float(torch.empty(1).uniform_(0.0, math.pi, generator=gen))
-        self.xs, self.xq = (torch.empty(k, 1).uniform_(-5, 5, generator=gen) for _ in range(2))
+        self.xs, self.xq = (torch.empty(k, 1).uniform_(-5, 5, generator=gen).to(device) for _ in range(2))
 
     def f(self, x: Tensor) -> Tensor:
         return self.amp * torch.sin(x + self.phase)
@@ -46,16 +46,16 @@ def _mse(params: Tensors, x: Tensor, y: Tensor) -> Tensor:
     return ((mlp(params, x) - y) ** 2).mean()
 
 
-def sine_meta_learning(out: Path, steps: int = 600) -> dict:
+def sine_meta_learning(out: Path, steps: int = 600, device: torch.device | str = "cpu") -> dict:
     gen = torch.Generator().manual_seed(0)
-    init = _mlp_init(gen)
+    init = tuple(t.to(device) for t in _mlp_init(gen))
     cfg = MetaConfig(method="metasgd", inner_steps=3, inner_lr=0.01, outer_lr=1e-2, meta_batch=4)
     tuner = MetaTuner(init, lambda p, t: _mse(p, t.xs, t.f(t.xs)), lambda p, t: _mse(p, t.xq, t.f(t.xq)),
-                      sample_tasks=lambda n: [SineTask(gen) for _ in range(n)], config=cfg,
+                      sample_tasks=lambda n: [SineTask(gen, device=device) for _ in range(n)], config=cfg,
                       log_path=out / "sine_train.jsonl")
     plain = MetaTuner(init, tuner.inner_loss, tuner.outer_loss, config=MetaConfig(method="maml", inner_steps=3,
                                                                                     inner_lr=0.01))
-    unseen = [SineTask(torch.Generator().manual_seed(1000 + i)) for i in range(50)]
+    unseen = [SineTask(torch.Generator().manual_seed(1000 + i), device=device) for i in range(50)]
     before = plain.evaluate(unseen, steps=3)
     tuner.train(steps)
     after = tuner.evaluate(unseen, steps=3)
@@ -65,13 +65,15 @@ def sine_meta_learning(out: Path, steps: int = 600) -> dict:
 
     fig = Figure(figsize=(17, 3.6))
     axes = fig.subplots(1, 4)
-    grid = torch.linspace(-5, 5, 200).unsqueeze(1)
+    grid = torch.linspace(-5, 5, 200).unsqueeze(1)  # plotted from the CPU; the fits run on the device
     for ax, task in zip(axes[:3], unseen[:3]):
+        xs = task.xs.cpu()
         ax.plot(grid, task.f(grid), "k-", lw=2, label="true")
-        ax.plot(task.xs, task.f(task.xs), "ko", label="support (10)")
+        ax.plot(xs, task.f(xs), "ko", label="support (10)")
         with torch.no_grad():
-            ax.plot(grid, mlp(plain.adapt(task, 3).params, grid), "C1--", label="3 steps from random init")
-            ax.plot(grid, mlp(tuner.adapt(task, 3).params, grid), "C0-", label="3 steps, Meta-SGD")
+            ax.plot(grid, mlp(plain.adapt(task, 3).params, grid.to(device)).cpu(), "C1--",
+                    label="3 steps from random init")
+            ax.plot(grid, mlp(tuner.adapt(task, 3).params, grid.to(device)).cpu(), "C0-", label="3 steps, Meta-SGD")
         ax.set_title(f"a={task.amp:.2f}, phase={task.phase:.2f}")
     axes[0].legend(fontsize=7)
     ks = list(range(4))
@@ -87,24 +89,25 @@ def sine_meta_learning(out: Path, steps: int = 600) -> dict:
             "support_mse_by_step_metasgd": after["inner_loss_by_step"], "meta_steps": steps}
 
 
-def ridge_hyperparameter_tuning(out: Path, iters: int = 60) -> dict:
+def ridge_hyperparameter_tuning(out: Path, iters: int = 60, device: torch.device | str = "cpu") -> dict:
     """Gradient descent on log(lambda) of ridge regression (Gauss-Newton inner solve, implicit hypergradients),
-    against a grid search."""
+    against a grid search (data drawn on the CPU, solved on `device`)."""
     gen = torch.Generator().manual_seed(0)
     X, Xv = torch.randn(30, 20, generator=gen, dtype=torch.float64), torch.randn(200, 20, generator=gen, dtype=torch.float64)
     w_true = torch.randn(20, generator=gen, dtype=torch.float64)
     y = X @ w_true + 2.0 * torch.randn(30, generator=gen, dtype=torch.float64)
     yv = Xv @ w_true + 2.0 * torch.randn(200, generator=gen, dtype=torch.float64)
+    X, Xv, y, yv = (t.to(device) for t in (X, Xv, y, yv))
 
     def residuals(w: Tensor, log_lam: Tensor) -> Tensor:  # 0.5|r|^2 = ridge objective
         return torch.cat([X @ w - y, torch.exp(0.5 * log_lam) * w])
 
     def val_loss(log_lam: Tensor, hypergrad: str = "implicit") -> Tensor:
-        w = solve(residuals, torch.zeros(20, dtype=torch.float64), log_lam, solver="gauss_newton", lr=1.0,
+        w = solve(residuals, torch.zeros(20, dtype=torch.float64, device=X.device), log_lam, solver="gauss_newton", lr=1.0,
                   steps=3, tol=1e-9, hypergrad=hypergrad)
         return ((Xv @ w - yv) ** 2).mean()
 
-    log_lam = torch.tensor(-3.0, dtype=torch.float64, requires_grad=True)
+    log_lam = torch.tensor(-3.0, dtype=torch.float64, device=X.device, requires_grad=True)
     opt = torch.optim.Adam([log_lam], lr=0.2)
     trace = []
     for _ in range(iters):
@@ -115,7 +118,7 @@ def ridge_hyperparameter_tuning(out: Path, iters: int = 60) -> dict:
         opt.step()
     grid = torch.linspace(-4, 6, 201, dtype=torch.float64)
     with torch.no_grad():
-        curve = torch.stack([val_loss(g, "none") for g in grid])
+        curve = torch.stack([val_loss(g.to(X.device), "none") for g in grid]).cpu()
     best = int(curve.argmin())
 
     from matplotlib.figure import Figure
@@ -135,9 +138,11 @@ def ridge_hyperparameter_tuning(out: Path, iters: int = 60) -> dict:
             "val_mse_start": trace[0][1]}
 
 
-def engine_demo(out: Path) -> dict:
+def engine_demo(out: Path, device: torch.device | str = "cpu") -> dict:
+    """The engine's demo on `device`: writes its figures, metrics.json, log and checkpoint into `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    result = {"sine_few_shot": sine_meta_learning(out), "ridge_hypergradient": ridge_hyperparameter_tuning(out)}
+    result = {"sine_few_shot": sine_meta_learning(out, device=device),
+              "ridge_hypergradient": ridge_hyperparameter_tuning(out, device=device)}
     write_json(out / "metrics.json", result)
     return {"query_mse_untrained": round(result["sine_few_shot"]["query_mse_untrained"], 4),
             "query_mse_metasgd": round(result["sine_few_shot"]["query_mse_metasgd"], 4),

@@ -27,8 +27,9 @@ class DemoConfig:
     meta_steps: int = 12
 
 
-def run_demo(out: Path, cfg: DemoConfig | None = None) -> dict:
-    """Generate, train (meta and the plain baseline), evaluate on unseen lights, adapt to one; write PNG + JSON."""
+def run_demo(out: Path, cfg: DemoConfig | None = None, device: str = "cpu") -> dict:
+    """Generate, train (meta and the plain baseline), evaluate on unseen lights, adapt to one; write PNG + JSON.
+    The scene is rendered by MuJoCo on the CPU; training, evaluation and adaptation run on `device`."""
     cfg = cfg or DemoConfig()
     out.mkdir(parents=True, exist_ok=True)
     layout = LayoutConfig(resolution=cfg.resolution, train_lights=cfg.train_lights, test_lights=cfg.test_lights,
@@ -39,15 +40,16 @@ def run_demo(out: Path, cfg: DemoConfig | None = None) -> dict:
         run = out / f"run_{method}"
         tc = TrainConfig(method=method, resolution=cfg.resolution, fit_steps=cfg.fit_steps,
                          meta_steps=cfg.meta_steps, max_points=cfg.points)
-        summary = train(scene_dir, run, tc, progress=False)
-        res = evaluate(run, scene_dir, out / f"metrics_{method}.json", out / f"pred_{method}")
+        summary = train(scene_dir, run, tc, progress=False, device=device)
+        res = evaluate(run, scene_dir, out / f"metrics_{method}.json", out / f"pred_{method}", device=device)
         metrics[method] = {"ood_psnr": res["psnr"], "ood_ssim": res["ssim"], "train_seconds": summary["train_seconds"]}
     test = load_scene(scene_dir, "test", cfg.resolution)
-    _, module, _ = load_checkpoint(out / "run_meta")
+    _, module, _ = load_checkpoint(out / "run_meta", device=device)
     with torch.no_grad():
-        rows = [(f.image, render(module, f)) for f in test.frames[: 2 * cfg.views_per_light: cfg.views_per_light]]
+        rows = [(f.image, render(module, f.to(device)).cpu())
+                for f in test.frames[: 2 * cfg.views_per_light: cfg.views_per_light]]
     save_image(out / "comparison_meta.png", comparison(rows))
-    ad = adapt(out / "run_meta", scene_dir, light_index=0, views=1)
+    ad = adapt(out / "run_meta", scene_dir, light_index=0, views=1, device=device)
     metrics["meta_adapted_1view"] = {"query_psnr_before": ad.before["psnr"], "query_psnr_after": ad.after["psnr"]}
     write_json(out / "metrics.json", metrics)
     return {"ood_psnr_meta": metrics["meta"]["ood_psnr"], "ood_psnr_plain": metrics["plain"]["ood_psnr"],
