@@ -5,7 +5,9 @@
 #   3. PyTorch3D's CUDA mesh renderer
 #   4. MuJoCo off-screen rendering with MUJOCO_GL=egl
 #   5. 2-GPU meta-training under torchrun with nccl (skipped with fewer than 2 GPUs)
-# Usage: bash scripts/gpu_check.sh     (from the repository root, after make setup)
+#   6. every domain's train and evaluate with --device cuda for a few steps (relight needs gsplat), and
+#      tests/test_devices.py (those runs on the GPU against the CPU, and the demo's engine part on the GPU)
+# Sized to stay under 5 minutes on one GPU (not run yet: no GPU was lent to the sessions that wrote it). Usage: bash scripts/gpu_check.sh     (from the repository root, after make setup)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -39,6 +41,23 @@ out = mt.rollout(step, x0, lambda x, t, k: -(k * x).sum(-1, keepdim=True), k, 10
 out.cost.sum().backward(); torch.cuda.synchronize()
 print(f"  adjoint rollout gradient, batch 256 x 1000 steps: {time.perf_counter() - t0:.2f} s")
 PYEOF
+runs=$(mktemp -d)
+step "robot train+evaluate --device cuda" bash -c "\"$PY\" -m metatune robot train --task pendulum --horizon 50 \
+  --robots-per-task 2 --steps 3 --out $runs/robot --device cuda >/dev/null && \"$PY\" -m metatune robot evaluate \
+  --checkpoint $runs/robot --robots 2 --steps 1 --backend mujoco --out $runs/robot_eval --device cuda >/dev/null"
+step "hmr train+evaluate --device cuda" bash -c "\"$PY\" -m metatune hmr train --pretrain-steps 20 --steps 3 \
+  --people 8 --train-pool 256 --calibration-people 16 --out $runs/hmr --device cuda >/dev/null && \"$PY\" -m metatune \
+  hmr evaluate --checkpoint $runs/hmr --people 16 --out $runs/hmr_eval --device cuda >/dev/null"
+if "$PY" -c "import gsplat" 2>/dev/null; then
+  step "relight train+evaluate --device cuda" bash -c "\"$PY\" -m metatune relight generate --out $runs/scene \
+    --resolution 32 >/dev/null && \"$PY\" -m metatune relight train --scene $runs/scene --resolution 32 --steps 20 \
+    --meta-steps 2 --out $runs/relight --device cuda >/dev/null && \"$PY\" -m metatune relight evaluate \
+    --checkpoint $runs/relight --scene $runs/scene --out $runs/relight_eval --device cuda >/dev/null"
+else
+  echo "[gpu_check] relight --device cuda: skipped (gsplat is not installed: .venv/bin/pip install -e '.[cuda]')"
+fi
+step "tests/test_devices.py (GPU vs CPU)" "$PY" -m pytest -q -rs tests/test_devices.py
+rm -rf "$runs"
 step "gsplat vs CPU rasterizer" "$PY" -m pytest -q -rs tests/test_relight_rasterize.py -k gsplat
 step "PyTorch3D CUDA renderer" "$PY" - <<'PYEOF'
 import time, torch
@@ -78,8 +97,8 @@ assert torch.allclose(t, torch.full_like(t, 3.0)), t
 distributed.shutdown()
 PYEOF
   step "all-reduce, 2 GPUs (nccl)" "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 "$out/nccl.py"
-  step "robot train, torchrun x2 (gloo)" "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 -m metatune \
-    robot train --task pendulum --horizon 50 --robots-per-task 4 --steps 4 --out "$out/run"
+  step "robot train, torchrun x2 (nccl)" "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 -m metatune \
+    robot train --task pendulum --horizon 50 --robots-per-task 4 --steps 4 --out "$out/run" --device cuda
   rm -rf "$out"
 else
   echo "[gpu_check] torchrun 2 GPUs: skipped (fewer than 2 GPUs)"
