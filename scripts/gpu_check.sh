@@ -7,7 +7,8 @@
 #   5. 2-GPU meta-training under torchrun with nccl (skipped with fewer than 2 GPUs)
 #   6. every domain's train and evaluate with --device cuda for a few steps (relight needs gsplat), and
 #      tests/test_devices.py (those runs on the GPU against the CPU, and the demo's engine part on the GPU)
-# Sized to stay under 5 minutes on one GPU (not run yet: no GPU was lent to the sessions that wrote it). Usage: bash scripts/gpu_check.sh     (from the repository root, after make setup)
+# Sized to stay under 5 minutes on one GPU (not run yet: no GPU was lent to the sessions that wrote it).
+# Usage: bash scripts/gpu_check.sh     (from the repository root, after make setup)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
