@@ -10,6 +10,8 @@ from torch import Tensor
 FACING_CAMERA = (math.pi, 0.0, 0.0)
 # Torso segments (smplx joint pairs) whose 3D length sets the depth by similar triangles.
 TORSO_PAIRS = [(12, 0), (17, 2), (16, 1)]   # neck-pelvis, right shoulder-hip, left shoulder-hip
+# ... and the segment used when a person shows no torso segment (a head-and-shoulders portrait)
+SHOULDERS = (17, 16)
 
 
 def default_focal(width: Tensor | float, height: Tensor | float) -> Tensor:
@@ -35,21 +37,25 @@ def init_translation(joints3d: Tensor,  # [B, 45, 3] joints of the initial body,
                      centre: Tensor,  # [B, 2]
                      default_depth: float = 5.0,
                      ) -> Tensor:  # [B, 3]
-    """Translation putting the body's torso at the keypoints' torso: depth = focal * L3d / L2d."""
+    """Translation putting the body's torso at the keypoints' torso: depth = focal * L3d / L2d (the shoulder
+    width where no torso segment is seen, else `default_depth`)."""
     pos = {j: i for i, j in enumerate(joint_map)}
-    ratios, weights = [], []
-    for a, b in TORSO_PAIRS:
-        if a in pos and b in pos:
-            l3 = (joints3d[:, a] - joints3d[:, b]).norm(dim=-1)
-            l2 = (kp_xy[:, pos[a]] - kp_xy[:, pos[b]]).norm(dim=-1)
-            ok = (kp_conf[:, pos[a]] > 0) & (kp_conf[:, pos[b]] > 0) & (l2 > 1.0)
-            ratios.append(torch.where(ok, l3 / l2.clamp_min(1.0), torch.zeros_like(l2)))
-            weights.append(ok.float())
-    if ratios:
-        r, w = torch.stack(ratios, 1), torch.stack(weights, 1)
-        depth = torch.where(w.sum(1) > 0, focal * (r * w).sum(1) / w.sum(1).clamp_min(1), default_depth)
-    else:
-        depth = torch.full_like(focal, default_depth)
+
+    def ratios(pairs: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:  # mean L3d / L2d [B], seen [B]
+        r, w = torch.zeros_like(focal), torch.zeros_like(focal)
+        for a, b in pairs:
+            if a in pos and b in pos:
+                l3 = (joints3d[:, a] - joints3d[:, b]).norm(dim=-1)
+                l2 = (kp_xy[:, pos[a]] - kp_xy[:, pos[b]]).norm(dim=-1)
+                ok = (kp_conf[:, pos[a]] > 0) & (kp_conf[:, pos[b]] > 0) & (l2 > 1.0)
+                r = r + torch.where(ok, l3 / l2.clamp_min(1.0), torch.zeros_like(l2))
+                w = w + ok.float()
+        return r / w.clamp_min(1), w > 0
+
+    torso, seen = ratios(TORSO_PAIRS)
+    shoulders, seen_shoulders = ratios([SHOULDERS])
+    depth = torch.where(seen, focal * torso, torch.where(seen_shoulders, focal * shoulders,
+                                                         torch.full_like(focal, default_depth)))
     idx = torch.tensor(joint_map)
     conf = kp_conf.clamp_min(0)
     wsum = conf.sum(1, keepdim=True).clamp_min(1e-6)

@@ -13,7 +13,7 @@ from smplx.lbs import batch_rodrigues
 from torch import Tensor
 
 from hmr.body_model import BodyModel
-from hmr.camera import FACING_CAMERA, TORSO_PAIRS, project
+from hmr.camera import FACING_CAMERA, SHOULDERS, TORSO_PAIRS, project
 from hmr.pose_limits import pose_limits, pose_prior_stats
 
 ORIENT, POSE, BETAS, TRANSL = slice(0, 3), slice(3, 72), slice(72, 82), slice(82, 85)
@@ -57,7 +57,8 @@ class FitProblem:
 def torso_scale(kp_xy: Tensor,  # [B, K, 2]
                 kp_conf: Tensor,  # [B, K]
                 joint_map: list[int]) -> Tensor:  # [B]
-    """1% of the mean 2D torso segment length (falls back to the keypoint box height / 300)."""
+    """1% of the mean 2D torso segment length (falls back to the shoulder width, then the keypoint box's
+    height / 3)."""
     pos = {j: i for i, j in enumerate(joint_map)}
     lengths, counts = (torch.zeros(kp_xy.shape[0], device=kp_xy.device) for _ in range(2))
     for a, b in TORSO_PAIRS:
@@ -67,7 +68,12 @@ def torso_scale(kp_xy: Tensor,  # [B, K, 2]
             counts += ok.float()
     big = torch.where(kp_conf > 0, kp_xy[..., 1], torch.nan)
     box = (big.nan_to_num(-1e9).amax(1) - big.nan_to_num(1e9).amin(1)).clamp_min(1.0)
-    return torch.where(counts > 0, lengths / counts.clamp_min(1), box / 3) / 100
+    fallback = box / 3
+    a, b = SHOULDERS
+    if a in pos and b in pos:
+        ok = (kp_conf[:, pos[a]] > 0) & (kp_conf[:, pos[b]] > 0)
+        fallback = torch.where(ok, (kp_xy[:, pos[a]] - kp_xy[:, pos[b]]).norm(dim=-1).clamp_min(1.0), fallback)
+    return torch.where(counts > 0, lengths / counts.clamp_min(1), fallback) / 100
 
 
 @dataclass

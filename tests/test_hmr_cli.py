@@ -68,7 +68,8 @@ def test_infer_accepts_an_smplx_model_file(scene, tmp_path):
 
 
 def test_adapt_fits_coco17_annotations(scene, tmp_path):
-    """A COCO-style annotation file (visibility flags) of the same person: the fit reprojects onto it."""
+    """A COCO-style annotation file (visibility flags) of the same person: the fit reprojects onto it.
+    (The person's image is the CLI scene's; adapt needs only its size.)"""
     _, person, body = scene
     uv = project(posed_joints(body, person.params)[:, COCO17_TO_SMPLX], person.focal,
                  torch.stack([person.width, person.height], 1) / 2)[0]
@@ -79,7 +80,9 @@ def test_adapt_fits_coco17_annotations(scene, tmp_path):
     out = tmp_path / "coco_fit.json"
     assert main(["hmr", "adapt", "--keypoints", str(tmp_path / "coco.json"), "--width", str(int(person.width[0])),
                  "--height", str(int(person.height[0])), "--out", str(out)]) == 0
-    fit = json.loads((out / "result.json").read_text())["people"][0]
+    res = json.loads((out / "result.json").read_text())
+    assert res["method"] == "meta"           # the shipped meta-learned fit takes COCO-17 (read into BODY_25)
+    fit = res["people"][0]
     again = project(posed_joints(body, torch.tensor([fit["params"]]))[:, COCO17_TO_SMPLX], person.focal,
                     torch.stack([person.width, person.height], 1) / 2)[0]
     assert (again - uv).norm(dim=-1).median() < 0.03 * float(person.height[0])

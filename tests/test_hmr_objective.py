@@ -43,6 +43,12 @@ def test_torso_length_init_recovers_depth_by_similar_triangles(body):
     rel = (t[:, 2] - people.params[:, 84]).abs() / people.params[:, 84]
     assert rel.max() < 0.03
     assert (t[:, :2] - people.params[:, 82:84]).abs().max() < 0.03 * people.params[:, 84].max()
+    # a head-and-shoulders view (no hip, no neck): the shoulder width gives the depth the same way
+    portrait = torch.zeros(16, 25)
+    portrait[:, [BODY25_TO_SMPLX.index(j) for j in (24, 25, 26, 27, 28, 16, 17)]] = 1.0   # face, shoulders
+    t = init_translation(joints0, uv, portrait, BODY25_TO_SMPLX, people.focal,
+                         torch.stack([people.width, people.height], 1) / 2)
+    assert ((t[:, 2] - people.params[:, 84]).abs() / people.params[:, 84]).max() < 0.03
 
 
 def test_geman_mcclure_closed_form():

@@ -101,3 +101,15 @@ def test_the_detector_finds_several_people_and_people_in_boxes(tmp_path, capsys)
     wall = "250,20,420,200"       # the empty wall between them
     assert main(["hmr", "infer", str(_photo("basketball1.png")), "--boxes", wall, "--out", str(tmp_path / "x")]) == 2
     assert "found no person in the 1 boxes given" in capsys.readouterr().err
+
+
+def test_a_head_and_shoulders_portrait_is_placed_by_its_shoulders(tmp_path):
+    """matplotlib's Grace Hopper (public domain): no hip is seen, so the depth comes from the shoulder width."""
+    import matplotlib
+
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    out = tmp_path / "fit"
+    assert main(["hmr", "infer", str(photo), "--out", str(out), "--strict"]) == 0
+    q = json.loads((out / "result.json").read_text())["people"][0]["quality"]
+    h = cv2.imread(str(photo)).shape[0]
+    assert q["median_px"] < 0.03 * h and q["max_px"] < 0.10 * h      # of the photo's height: she fills it
