@@ -162,3 +162,27 @@ def test_untrusted_model_shapes_and_out_folders(scene, tmp_path, capsys):
     assert main(["hmr", "infer", img, "--keypoints", kp, "--out", str(out), "--baseline"]) == 0
     assert not (out / "person_1.obj").exists() and (out / "notes.txt").is_file()   # no stale mesh, user files kept
     assert len(json.loads((out / "result.json").read_text())["people"]) == 1
+
+
+def test_a_poor_fit_is_reported_and_strict_exits_3(scene, tmp_path, capsys):
+    """A wrist keypoint no arm can reach (half the image away from its elbow): the quality report says poor,
+    a warning names it, and --strict exits 3 with every output written."""
+    d, person, _ = scene
+    bad = person.kp_xy.clone()
+    h = float(person.height[0])
+    bad[0, 4] = torch.tensor([float(bad[0, 3, 0]), min(float(bad[0, 3, 1]) + 0.5 * h, h - 2)])   # RWrist
+    conf = person.kp_conf.clone()
+    conf[0, 4] = 1.0
+    (tmp_path / "bad.json").write_text(json.dumps(body25_json(bad, conf)))
+    img = str(d / "person.png")
+    out = tmp_path / "fit"
+    assert main(["hmr", "infer", img, "--keypoints", str(tmp_path / "bad.json"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    q = json.loads((out / "result.json").read_text())["people"][0]["quality"]
+    assert q["poor"], q
+    assert "person 0 fits poorly" in err and f"({q['worst_keypoint']})" in err
+    assert q["reprojection_px"]["RWrist"] == q["max_px"] and q["max_of_height"] > 0.10
+    assert main(["hmr", "infer", img, "--keypoints", str(tmp_path / "bad.json"), "--out", str(out), "--strict"]) == 3
+    assert {"overlay.png", "person_0.obj", "result.json", "keypoints.json"} <= {p.name for p in out.iterdir()}
+    # the clean keypoints of the same person are not poor, and --strict exits 0
+    assert main(["hmr", "infer", img, "--keypoints", str(d / "kp.json"), "--out", str(out), "--strict"]) == 0
