@@ -91,7 +91,8 @@ def domain_cases(f: dict, tmp: Path) -> list[tuple[list[str], str]]:
         (["hmr", "train", "--steps", "0", "--out", out], "must be >= 1"),
         (["relight", "train", "--scene", str(f["folder"]), "--out", out, "--steps", "1.5"], "not an integer"),
         (["robot", "adapt", "--task", "pendulum", "--device", "tpu", "--out", out], "not a device"),
-        (["robot", "adapt", "--task", "pendulum", "--device", "cuda", "--out", out], "--device cuda"),
+        # no such GPU here or on a GPU machine (which has fewer than 100): refused before anything runs
+        (["robot", "adapt", "--task", "pendulum", "--device", "cuda:99", "--out", out], "--device cuda:99"),
         # a JSON nested past Python's recursion limit
         (["hmr", "adapt", "--keypoints", str(f["deep"]), "--width", "100", "--height", "100", "--out", out],
          "nested too deeply"),
