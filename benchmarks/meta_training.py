@@ -9,7 +9,8 @@ Side by side in one process, one thread, the same tasks and initial weights for 
   torchopt       torchopt 0.7.3's functional SGD inner loop (torchopt.sgd + apply_updates), looped over tasks
   higher         higher 0.2.1's innerloop_ctx, looped over tasks
 Also: MetaTuner's second-order meta-step over its first-order one, and the speed-up from 1 to 2 processes
-(torchrun, gloo, one thread each) at meta-batch 32. Prints a table; writes benchmarks/results/meta_training.json.
+(torchrun, gloo, one intra-op thread in every process, the 1-process baseline too) at meta-batch 32, with its
+ceiling: one process's time over that of one rank's share (16 tasks) alone. Prints a table; writes benchmarks/results/meta_training.json.
 Usage: .venv/bin/python benchmarks/meta_training.py [--steps 30] [--quick]
 """
 from __future__ import annotations
@@ -75,7 +76,7 @@ def one_task(batch, i):
 
 
 # ---- the methods: each runs the given meta-batches and returns (seconds per meta-step, final query loss) ----
-def run_metatune(batches, batch_tasks=None, method="maml"):
+def run_metatune(batches, batch_tasks=None, method="maml", meta_batch=META_BATCH):
     it = iter(batches)
 
     def sample(n):
@@ -83,7 +84,7 @@ def run_metatune(batches, batch_tasks=None, method="maml"):
         return [one_task(b, i) for i in range(n)]
 
     cfg = mt.MetaConfig(method=method, inner_steps=INNER_STEPS, inner_lr=INNER_LR, outer_lr=OUTER_LR,
-                        meta_batch=META_BATCH, grad_clip=1e9, batch_tasks=batch_tasks)
+                        meta_batch=meta_batch, grad_clip=1e9, batch_tasks=batch_tasks)
     tuner = mt.MetaTuner(init_params(), support_loss, query_loss, sample_tasks=sample, config=cfg)
     t0 = time.perf_counter()
     hist = tuner.train(len(batches), progress=False)
@@ -181,26 +182,33 @@ def run_higher(batches):
 
 
 def worker(steps: int, out: str, batch_tasks: bool | None) -> None:
-    """Under torchrun: MetaTuner meta-training, rank 0 reports seconds per step."""
+    """Under torchrun: MetaTuner meta-training, rank 0 reports seconds per step. In one process it also times
+    one rank's share alone (the first half of every meta-batch): what two processes would take per step with
+    a free all-reduce and two cores that each run as fast as one alone."""
     distributed.init_from_env()
     torch.set_num_threads(1)
     batches = task_batches(steps + 2)
     run_metatune(batches[:2], batch_tasks)  # warm-up: the first vmap imports torch._dynamo (seconds)
     sec, loss = run_metatune(batches, batch_tasks)
+    result = {"seconds_per_step": sec, "final_query_loss": loss}
+    if distributed.rank_world()[1] == 1:
+        half = [tuple(t[: META_BATCH // 2] for t in b) for b in batches]
+        result["share_seconds_per_step"] = run_metatune(half, batch_tasks, meta_batch=META_BATCH // 2)[0]
     if distributed.is_main():
-        Path(out).write_text(json.dumps({"seconds_per_step": sec, "final_query_loss": loss}))
+        Path(out).write_text(json.dumps(result))
     distributed.shutdown()
 
 
-def torchrun_seconds(nproc: int, steps: int, batch_tasks: bool | None = None) -> float:
+def torchrun_seconds(nproc: int, steps: int, batch_tasks: bool | None = None) -> dict:
+    """The worker's report: seconds per step (and, for one process, one rank's share alone)."""
     out = Path(f"/tmp/metatune_meta_bench_{os.getpid()}_{nproc}.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                     str(HERE), "--worker", str(steps), str(out), str(batch_tasks)], check=True, env=env,
                    capture_output=True)
-    sec = json.loads(out.read_text())["seconds_per_step"]
+    report = json.loads(out.read_text())
     out.unlink()
-    return sec
+    return report
 
 
 def main() -> int:
@@ -232,9 +240,15 @@ def main() -> int:
     libs = min(med["torchopt"], med["higher"], med["autograd-loop"])
     procs = {}
     for label, mode in (("vmap", None), ("loop", False)):  # the default, and the task loop
-        t1 = statistics.median(torchrun_seconds(1, args.steps, mode) for _ in range(args.repeats))
-        t2 = statistics.median(torchrun_seconds(2, args.steps, mode) for _ in range(args.repeats))
-        procs[label] = {"one_process_s": round(t1, 4), "two_processes_s": round(t2, 4), "speedup": round(t1 / t2, 2)}
+        ones, twos = [], []
+        for _ in range(args.repeats):  # interleaved, so load drifts over both alike
+            ones.append(torchrun_seconds(1, args.steps, mode))
+            twos.append(torchrun_seconds(2, args.steps, mode)["seconds_per_step"])
+        t1 = statistics.median(r["seconds_per_step"] for r in ones)
+        share = statistics.median(r["share_seconds_per_step"] for r in ones)
+        t2 = statistics.median(twos)
+        procs[label] = {"one_process_s": round(t1, 4), "two_processes_s": round(t2, 4), "speedup": round(t1 / t2, 2),
+                        "one_rank_share_alone_s": round(share, 4), "sharding_ceiling": round(t1 / share, 2)}
     rows = [{"method": m, "seconds_per_meta_step": round(med[m], 4),
              "tasks_per_second": round(META_BATCH / med[m], 1), "final_query_loss": round(losses[m], 4)}
             for m in methods]
