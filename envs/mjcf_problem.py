@@ -223,9 +223,9 @@ class MjcfTracking(TuningProblem):
     def _site_start(self, site: str) -> Tensor:
         """The site's world position at the start pose [3]."""
         d = mujoco.MjData(self.base)
-        d.qpos[:] = self.x0[: self.nq].numpy()
+        d.qpos[:] = self.x0[: self.nq].cpu().numpy()
         mujoco.mj_kinematics(self.base, d)
-        return torch.tensor(d.site(site).xpos.copy(), dtype=self.dtype)
+        return torch.tensor(d.site(site).xpos.copy(), dtype=self.dtype, device=self.device)
 
     def _default_log_gains(self) -> Tensor:
         """Log of kp, kd per controlled actuator: a 1 Hz, 0.7-damped oscillator about each joint's inertia."""
