@@ -108,9 +108,9 @@ class ConsistentFD:
         """One mj_step from each integration state [P, nint] in C, threaded: the next x [P, nx]."""
         assert self.pool is not None, "ConsistentFD used after close()"
         threaded = len(starts) >= self.min_threaded
-        state, _ = (self.pool if threaded else self.serial).rollout(
-            self.model, self.datas if threaded else self.datas[0], starts[:, self.full_i], starts[:, None, self.user_i],
-                                     control_spec=USER, nstep=1, initial_warmstart=starts[:, self.warm_i])
+        pool, datas = (self.pool, self.datas) if threaded else (self.serial, self.datas[0])
+        state, _ = pool.rollout(self.model, datas, starts[:, self.full_i], starts[:, None, self.user_i],
+                                control_spec=USER, nstep=1, initial_warmstart=starts[:, self.warm_i])
         return state[:, 0, 1:1 + self.nq + self.nv + self.na]  # FULLPHYSICS: time, qpos, qvel, act, ...
 
     def _signature(self, start: np.ndarray) -> tuple:

@@ -41,6 +41,7 @@ class TuningProblem(ABC):
     grad: str = "adjoint"
     outer_lr: float = 0.05  # the meta-training step `metatune robot train` uses unless told
     log_loss: bool = True  # adapt on log(cost): scale-free steps, costs span decades across robots
+    dropped_robots: int = 0  # robots left out of a loss because their closed loop diverged (see `loss`)
 
     @abstractmethod
     def init_params(self) -> Tensor:
@@ -78,8 +79,6 @@ class TuningProblem(ABC):
         # only the cost is read: the adjoint then keeps one state per segment (memory flat in the horizon)
         out = mt.rollout(step, x0, policy, params, self.horizon, grad=grad or self.grad, cost=cost, store_states=False)
         return out.cost / self.horizon
-
-    dropped_robots: int = 0  # robots left out of a loss because their closed loop diverged (see `loss`)
 
     def loss(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> Tensor:
         """Sum over robots of their mean cost (or its log): each robot's gradient is its own (scalar).

@@ -41,6 +41,11 @@ def _hutchinson_diag(g: Params, x: Params, samples: int, generator: torch.Genera
     return tuple(a / samples for a in acc)
 
 
+def trust_region(step: Tensor, max_step: float | None) -> Tensor:
+    """The update `step` held to max_step per element, smoothly: max_step * tanh(step / max_step)."""
+    return step if max_step is None else max_step * torch.tanh(step / max_step)
+
+
 def inner_adapt(
     loss_fn: Callable[[Params], Tensor],
     start: Params,
@@ -115,8 +120,7 @@ def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
             steps_ = tuple(lr * s * gi * (~f) for lr, s, gi, f in zip(lrs, scale, g, frozen))
         else:
             steps_ = tuple(lr * gi for lr, gi in zip(lrs, g))
-        if max_step is not None:
-            steps_ = tuple(max_step * torch.tanh(d / max_step) for d in steps_)
+        steps_ = tuple(trust_region(d, max_step) for d in steps_)
         previous = (x, steps_)
         x = tuple(xi - d for xi, d in zip(x, steps_))
     std = None

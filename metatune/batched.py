@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from metatune.adaptation import trust_region
+
 Params = tuple[Tensor, ...]
 
 
@@ -41,7 +43,7 @@ def batched_adapt_and_score(
     max_step: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Adapt every task `steps` times and score it: (outer loss [T], inner loss before [T], inner loss after [T]).
-    `max_step`: the trust region of inner_adapt (each update d becomes max_step * tanh(d / max_step))."""
+    `max_step`: the trust region of inner_adapt (adaptation.trust_region)."""
     def one(task: Any) -> tuple[Tensor, Tensor, Tensor]:
         x = start(task)
         first = None
@@ -51,10 +53,7 @@ def batched_adapt_and_score(
                 first = value
             if first_order:
                 g = tuple(gi.detach() for gi in g)
-            d = tuple(lr * gi for lr, gi in zip(lrs, g))
-            if max_step is not None:
-                d = tuple(max_step * torch.tanh(di / max_step) for di in d)
-            x = tuple(xi - di for xi, di in zip(x, d))
+            x = tuple(xi - trust_region(lr * gi, max_step) for xi, lr, gi in zip(x, lrs, g))
         last = inner(x, task)
         return outer(x, task), (last if first is None else first).detach(), last.detach()
 

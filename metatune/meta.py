@@ -251,32 +251,27 @@ class MetaTuner:
             distributed.all_reduce_sum(reduced)  # the loss totals and the meta-gradient in one collective
             dropped_all = int(totals[3])
             kept = len(tasks) - dropped_all
-            if kept == 0:  # nothing to learn from: no update, the step is logged as dropped
+            means: list[float | None] = [None, None, None]  # no task kept: no update, the losses logged as null
+            if kept == 0:
                 self._all_dropped += 1
                 if self._all_dropped >= 3:
                     raise MetatuneError(f"meta-training step {self.step_count}: every task of the last 3 meta-batches "
                                         "diverged; lower inner_lr, outer_lr or inner_max_step, or narrow the task "
                                         "distribution")
-                record: dict[str, Any] = {"step": self.step_count, "outer_loss": None, "inner_loss_before": None,
-                          "inner_loss_after": None, "dropped_tasks": dropped_all}
-                self.step_count += 1
-                history.append(record)
-                if self.log_path is not None:
-                    append_jsonl(self.log_path, record)
-                continue
-            self._all_dropped = 0
-            mean_outer, mean_pre, mean_post = (float(v) / kept for v in totals[:3])
-            if dropped_all:  # the meta-gradient is the mean over the tasks kept
-                for p in self.meta_parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(len(tasks) / kept)
-            if not math.isfinite(mean_outer):
-                raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
-                                    "lower outer_lr or inner_lr")
-            self._clip_gradients()
-            self.optimizer.step()
-            record = {"step": self.step_count, "outer_loss": mean_outer, "inner_loss_before": mean_pre,
-                      "inner_loss_after": mean_post, "dropped_tasks": dropped_all}
+            else:
+                self._all_dropped = 0
+                means = [float(v) / kept for v in totals[:3]]
+                if dropped_all:  # the meta-gradient is the mean over the tasks kept
+                    for p in self.meta_parameters():
+                        if p.grad is not None:
+                            p.grad.mul_(len(tasks) / kept)
+                if not math.isfinite(float(totals[0])):
+                    raise MetatuneError(f"meta-training produced a non-finite outer loss at step {self.step_count}; "
+                                        "lower outer_lr or inner_lr")
+                self._clip_gradients()
+                self.optimizer.step()
+            record = {"step": self.step_count, "outer_loss": means[0], "inner_loss_before": means[1],
+                      "inner_loss_after": means[2], "dropped_tasks": dropped_all}
             self.step_count += 1
             history.append(record)
             if self.log_path is not None:
