@@ -13,7 +13,7 @@ import copy
 import csv
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,8 @@ class MjcfTracking(TuningProblem):
         self.x0 = self._start_state()
         self.site_targets: dict[str, Tensor] = {}  # site -> world position target [T+1, 3] (CSV SITE.x columns)
         self.q_ref, self.qd_ref = self._reference()
+        self.vel_idx = [self.nq + v for v in self.vadr]  # the controlled joints' velocities in x
+        self.x_target = self._target()
         self.distribution = TaskDistribution(self.name, {k: (lo, hi) for k, (lo, hi) in spec.randomise.items()})
         self.log_gains0 = self._default_log_gains()
         self._dynamics: OrderedDict[tuple, MujocoDynamics] = OrderedDict()
@@ -173,14 +175,13 @@ class MjcfTracking(TuningProblem):
         qd[1:-1] = (q[2:] - q[:-2]) / (2 * self.dt)
         return q, qd
 
-    @property
-    def x_target(self) -> Tensor:
+    def _target(self) -> Tensor:
         """The whole state the controller steers to [T+1, nx]: the reference on the controlled joints, the
         start pose elsewhere, at rest."""
         x = self.x0.expand(self.horizon + 1, -1).clone()
         x[:, self.nq:] = 0.0
         x[:, self.qadr] = self.q_ref
-        x[:, [self.nq + v for v in self.vadr]] = self.qd_ref
+        x[:, self.vel_idx] = self.qd_ref
         return x
 
     def _reference_csv(self, path: Path, q: Tensor) -> Tensor:
@@ -267,7 +268,7 @@ class MjcfTracking(TuningProblem):
 
     def closed_loop(self, tasks: list[RobotTask]) -> tuple:
         models = [self.dynamics(t) for t in tasks]
-        qadr, vadr, nq = self.qadr, self.vadr, self.nq
+        qadr, vel_idx = self.qadr, self.vel_idx
         act = torch.tensor(self.actuators, device=self.device)
         q_ref, qd_ref, target = self.q_ref, self.qd_ref, self.x_target
         linear = self.spec.controller == "linear"
@@ -279,7 +280,7 @@ class MjcfTracking(TuningProblem):
             kp, kd = self._gains(params)
             ti = int(t)
             e = q_ref[ti] - x[..., qadr]
-            de = qd_ref[ti] - x[..., [nq + v for v in vadr]]
+            de = qd_ref[ti] - x[..., vel_idx]
             out = kp * e + kd * de
             if linear:
                 out = out + ((target[ti] - x).unsqueeze(-2) * params).sum(-1)
@@ -325,6 +326,3 @@ class MjcfTracking(TuningProblem):
         names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a) or f"actuator{a}" for a in self.actuators]
         return [{n: {"joint": j, "kp": float(p), "kd": float(d)} for n, j, p, d in zip(names, self.joint_names, pr, dr)}
                 for pr, dr in zip(kp.reshape(-1, len(names)), kd.reshape(-1, len(names)))]
-
-    def describe(self) -> dict[str, Any]:
-        return asdict(self.spec)
