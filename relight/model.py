@@ -56,6 +56,9 @@ class RelightModel(nn.Module):
         self.log_shininess = nn.Parameter(torch.full((n, 1), math.log(cfg.init_shininess)))
         self.normal_offset = nn.Parameter(torch.zeros(n, 3))
         self.ambient_logit = nn.Parameter(torch.full((n, 3), _logit(cfg.init_ambient)))
+        # Distance of the training lights from the scene (set by training; the start matches init_intensity):
+        # a directional light delivers what a point light of the same intensity delivers from there.
+        self.register_buffer("light_distance", torch.tensor(math.sqrt(cfg.init_intensity)))
         self._vis_cache: dict[tuple, Tensor] = {}
         self._transfer_cache: dict[tuple, Transfer] = {}
 
@@ -87,6 +90,15 @@ class RelightModel(nn.Module):
                                                         bias=2.0 * g.scales.max(-1).values)
         return self._vis_cache[key]
 
+    def set_light_distance(self, lights: list[Light]) -> None:
+        """Take the mean distance of the (point) training lights from the Gaussians' centroid as the reference
+        distance of directional lights."""
+        points = [light.position for light in lights if not light.directional]
+        if points:
+            centre = self.gaussians.means.detach().mean(0)
+            dist = (torch.tensor(points, dtype=centre.dtype, device=centre.device) - centre).norm(dim=-1).mean()
+            self.light_distance.fill_(float(dist))
+
     def check_light(self, light: Light) -> None:
         """Raise if a point light sits inside the object (the bounding box of the opaque Gaussians)."""
         from metatune import MetatuneError
@@ -113,7 +125,8 @@ class RelightModel(nn.Module):
         vis = self.visibility(light).clamp(1e-4, 1 - 1e-4)
         vis = torch.sigmoid(torch.logit(vis) + shadow)
         radiance = blinn_phong(self.gaussians.means, m["normals"], camera.position, m["albedo"], m["specular"],
-                               m["shininess"], m["ambient"] * m["albedo"], light, log_intensity.exp(), vis)
+                               m["shininess"], m["ambient"] * m["albedo"], light, log_intensity.exp(), vis,
+                               float(self.light_distance))
         return radiance + indirect
 
     def _geometry_key(self) -> tuple:

@@ -1,6 +1,7 @@
 """Blinn-Phong with inverse-square point lights and directional lights, against hand-computed values."""
 import math
 
+import pytest
 import torch
 
 from relight.light import Light
@@ -55,3 +56,29 @@ def test_normal_is_flipped_towards_the_viewer():
     up = shade((0.0, 0.0, 0.0), (0.0, 0.0, 1.0), (1.0, 0.0, 2.0), Light((0.5, 0.5, 2.0)))
     down = shade((0.0, 0.0, 0.0), (0.0, 0.0, -1.0), (1.0, 0.0, 2.0), Light((0.5, 0.5, 2.0)))
     assert torch.allclose(up, down)
+
+
+def test_light_power_scales_the_direct_light_per_channel():
+    base = shade((0.0, 0.0, 0.0), (0.0, 0.0, 1.0), (2.0, 0.0, 2.0), Light((1.0, 1.0, 3.0)), amb=(0, 0, 0))
+    tinted = shade((0.0, 0.0, 0.0), (0.0, 0.0, 1.0), (2.0, 0.0, 2.0), Light((1.0, 1.0, 3.0), power=(2.0, 1.0, 0.5)),
+                   amb=(0, 0, 0))
+    assert torch.allclose(tinted, base * torch.tensor([2.0, 1.0, 0.5]), rtol=1e-6)
+    assert Light((1.0, 1.0, 3.0), power=(2.0, 1.0, 0.5)) == Light((1.0, 1.0, 3.0))  # one light condition
+
+
+def test_a_models_directional_light_is_as_bright_as_its_point_lights():
+    # a model trained under point lights at distance r: a directional light from the same direction delivers
+    # what the point light delivers at the Gaussians' centre (it used to be r^2 = 5-6x brighter)
+    from relight.model import RelightModel
+    pts = torch.tensor([[0.0, 0.0, 0.0]])
+    model = RelightModel(pts, torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([0.05]))
+    direction = torch.tensor([0.3, -0.4, 1.0]) / torch.tensor([0.3, -0.4, 1.0]).norm()
+    r = 2.7
+    model.set_light_distance([Light(tuple((r * direction).tolist()))])
+    assert float(model.light_distance) == pytest.approx(r, rel=1e-6)
+    from relight.camera import Camera, look_at
+    cam = Camera.from_fov(look_at(torch.tensor([2.0, 1.0, 2.0]), torch.zeros(3)), 0.7, 8, 8)
+    with torch.no_grad():
+        point = model.colors(cam, Light(tuple((r * direction).tolist())), model.light_init())
+        sun = model.colors(cam, Light(tuple(direction.tolist()), directional=True), model.light_init())
+    assert torch.allclose(point, sun, rtol=1e-5)
