@@ -91,7 +91,7 @@ def _render(args: argparse.Namespace) -> int:
     import torch
 
     from relight.light import Light
-    from relight.scene import save_image
+    from relight.scene import resized_size, save_image
     from relight.training import load_checkpoint, unpack_cameras
     device = _device(args)
     cfg, module, state = load_checkpoint(_run_folder(args.checkpoint), device=device)
@@ -99,7 +99,9 @@ def _render(args: argparse.Namespace) -> int:
     if not 0 <= args.view < len(cams):
         raise MetatuneError(f"view {args.view} out of range: the run has {len(cams)} training cameras")
     light = Light(tuple(args.light), directional=args.directional)
-    cam = cams[args.view] if args.resolution is None else cams[args.view].resized(args.resolution, args.resolution)
+    cam = cams[args.view]
+    if args.resolution is not None:  # the longer side; the aspect ratio stays the training camera's
+        cam = cam.resized(*resized_size(cam.width, cam.height, args.resolution))
     with torch.no_grad():
         if hasattr(module, "model"):
             module.model.check_light(light)
@@ -142,7 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--meta-steps", type=nonnegative_int, default=60,
                    help="meta-learning steps (meta); joint and plain fit meta-steps x meta-batch (2) more steps")
     p.add_argument("--method", choices=("meta", "joint", "plain"), default="meta")
-    p.add_argument("--resolution", type=resolution, default=64)
+    p.add_argument("--resolution", type=resolution, default=None,
+                   help="longer image side to train at, aspect ratio kept (default: the scene's own images)")
     p.add_argument("--init-ply", type=existing_file, default=None,
                    help="start from a 3D Gaussian splatting .ply (graphdeco's layout) instead of points3d.ply")
     add_seed_device(p)
@@ -169,7 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--light", type=finite_float, nargs=3, required=True, metavar=("X", "Y", "Z"))
     p.add_argument("--directional", action="store_true", help="light from direction X Y Z instead of a point")
     p.add_argument("--view", type=nonnegative_int, default=0)
-    p.add_argument("--resolution", type=resolution, default=None)
+    p.add_argument("--resolution", type=resolution, default=None, help="longer image side (default: the training's)")
     p.add_argument("--out", type=png_file, required=True, help="image file to write (.png)")
     add_seed_device(p)
     p.set_defaults(func=_render)

@@ -12,7 +12,7 @@ from metatune.errors import MetatuneError
 from relight.light_prior import LightPrior
 from relight.metrics import psnr, ssim
 from relight.scene import Frame, group_by_light, load_scene, output_image_path, save_image
-from relight.tasks import LightTask
+from relight.tasks import LightTask, TaskSampler
 from relight.training import TUNER, load_checkpoint, make_tuner, render
 
 
@@ -27,8 +27,12 @@ def prediction_paths(folder: Path, frames: list[Frame]) -> list[Path]:
 
 
 def frame_metrics(pred: torch.Tensor, frame: Frame) -> dict:
-    return {"file_path": frame.file_path, "pl_pos": list(frame.light.position),
-            "psnr": round(psnr(pred, frame.image), 4), "ssim": round(ssim(pred, frame.image), 5)}
+    """PSNR and SSIM of one prediction; over the frame's mask (its query pixels) where it has one."""
+    row = {"file_path": frame.file_path, "pl_pos": list(frame.light.position)}
+    if frame.mask is None:
+        return row | {"psnr": round(psnr(pred, frame.image), 4), "ssim": round(ssim(pred, frame.image), 5)}
+    return row | {"psnr": round(psnr(pred[frame.mask], frame.image[frame.mask]), 4),
+                  "ssim": round(ssim(pred, frame.image, frame.mask), 5)}
 
 
 def _summary(per_frame: list[dict]) -> dict:
@@ -39,9 +43,10 @@ def _summary(per_frame: list[dict]) -> dict:
 
 def evaluate(run: Path, scene_dir: Path, out: Path | None = None, images: Path | None = None,
              split: str = "test", device: torch.device | str = "cpu") -> dict:
-    """PSNR and SSIM of every frame of a split (test: unseen lights) rendered without adaptation on `device`."""
+    """PSNR and SSIM of every frame of a split (test: unseen lights) rendered without adaptation on `device`,
+    at the scene's own image size whatever the training resolution (the cameras' intrinsics say how)."""
     cfg, module, _ = load_checkpoint(run, device=device)
-    scene = load_scene(scene_dir, split, cfg.resolution)
+    scene = load_scene(scene_dir, split)
     targets = prediction_paths(images, scene.frames) if images is not None else None
     per_frame = []
     with torch.no_grad():
@@ -71,18 +76,26 @@ class AdaptResult:
 
 def adapt(run: Path, scene_dir: Path, light_index: int = 0, views: int = 1, steps: int | None = None,
           split: str = "test", device: torch.device | str = "cpu") -> AdaptResult:
-    """Adapt a run's light-dependent parameters to one light of a split from `views` of its images, on `device`."""
+    """Adapt a run's light-dependent parameters to one light of a split from `views` of its images, on `device`,
+    at the scene's own image size. A light with a single view adapts on half of its tiles and is measured on
+    the other half (`tasks.tile_halves`, seeded by the light index)."""
     cfg, module, _ = load_checkpoint(run, device=device)
     if not isinstance(module, LightPrior):
         raise MetatuneError(f"a '{cfg.method}' model has no light-dependent parameters to adapt")
-    scene = load_scene(scene_dir, split, cfg.resolution)
+    scene = load_scene(scene_dir, split)
     groups = group_by_light(scene.frames)
     if not 0 <= light_index < len(groups):
         raise MetatuneError(f"light index {light_index} out of range: the {split} split has {len(groups)} lights")
     group = [f.to(device) for f in groups[light_index]]
-    if not 1 <= views < len(group):
+    if len(group) == 1:
+        if views != 1:
+            raise MetatuneError(f"light {light_index} has a single view; adapt on it with --views 1 (half its "
+                                "tiles adapt, the other half measure)")
+        task = TaskSampler(group, seed=light_index).split(group)
+    elif not 1 <= views < len(group):
         raise MetatuneError(f"light {light_index} has {len(group)} views; adapt needs 1 <= views < {len(group)}")
-    task = LightTask(group[0].light, group[:views], group[views:])
+    else:
+        task = LightTask(group[0].light, group[:views], group[views:])
     tuner = make_tuner(module, cfg, None, None, method="metasgd" if cfg.method == "meta" else "maml")
     if cfg.method == "meta" and (Path(run) / TUNER).is_file():
         tuner.load(Path(run) / TUNER, "relight", "meta_tuner")

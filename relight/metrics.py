@@ -28,8 +28,9 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:  # [size, siz
 
 def ssim(pred: Tensor,  # [H, W, C] in [0, 1]
          target: Tensor,  # [H, W, C]
+         mask: Tensor | None = None,  # [H, W] bool: average over the windows centred on these pixels
          size: int = 11, sigma: float = 1.5) -> float:
-    """Mean structural similarity over valid (unpadded) windows and channels."""
+    """Mean structural similarity over valid (unpadded) windows and channels (those centred in `mask`)."""
     x = pred.clamp(0, 1).permute(2, 0, 1)[:, None].double()  # [C, 1, H, W]
     y = target.permute(2, 0, 1)[:, None].double()
     w = gaussian_window(size, sigma).to(x)[None, None]
@@ -38,4 +39,10 @@ def ssim(pred: Tensor,  # [H, W, C] in [0, 1]
     syy = F.conv2d(y * y, w) - my**2
     sxy = F.conv2d(x * y, w) - mx * my
     s = ((2 * mx * my + C1) * (2 * sxy + C2)) / ((mx**2 + my**2 + C1) * (sxx + syy + C2))
-    return float(s.mean())
+    if mask is None:
+        return float(s.mean())
+    h = (size - 1) // 2
+    centres = mask[h: mask.shape[0] - h, h: mask.shape[1] - h]
+    if not bool(centres.any()):
+        return float("nan")
+    return float(s[:, 0][:, centres].mean())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +14,27 @@ from metatune.atomic import write_bytes, write_text
 from metatune.errors import MetatuneError
 from metatune.paths import inside
 from relight.camera import Camera, check_fov, check_rigid
-from relight.light import Light
+from relight.light import Light, parse_power
 from relight.pointcloud import read_points_ply
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class Frame:
-    """One image with its camera and its point light."""
+    """One image with its camera and its point light; `alpha` is the image's own coverage if it had one."""
     file_path: str  # as written in the transforms file
-    image: Tensor  # [H, W, 3] in [0, 1]
+    image: Tensor  # [H, W, 3] in [0, 1] (an RGBA image composited on black)
     camera: Camera
     light: Light
+    alpha: Tensor | None = None  # [H, W] in [0, 1]
+    mask: Tensor | None = None  # [H, W] bool: the pixels a loss on this frame counts (None: all; see tasks.py)
 
     def to(self, device: torch.device | str) -> "Frame":
-        """The same frame with its image and camera on `device`."""
-        return Frame(self.file_path, self.image.to(device), self.camera.to(device), self.light)
+        """The same frame with its image, camera, alpha and mask on `device`."""
+        return replace(self, image=self.image.to(device), camera=self.camera.to(device),
+                       alpha=None if self.alpha is None else self.alpha.to(device),
+                       mask=None if self.mask is None else self.mask.to(device))
 
 
 @dataclass
@@ -40,38 +44,105 @@ class Scene:
     frames: list[Frame]
     points: Tensor | None  # [P, 3]
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the split's images."""
+        return self.frames[0].camera.width, self.frames[0].camera.height
 
-def _png_name(file_path: str, what: str, always: bool) -> Path:
+
+def _image_name(file_path: str, what: str, always: bool, ext: str = ".png") -> Path:
     rel = Path(file_path)
     try:
-        return rel.with_suffix(".png") if always or not rel.suffix else rel
+        return rel.with_suffix(ext) if always or not rel.suffix else rel
     except ValueError:  # "", ".": no file name to give a suffix
         raise MetatuneError(f"{what} {file_path!r} names no file") from None
 
 
-def image_path(root: Path, file_path: str, what: str = "file_path") -> Path:
-    """Where a frame's image lies (NeRF writes file paths without the .png); refused unless inside `root`."""
-    return inside(root, _png_name(file_path, what, always=False), what)
+def image_path(root: Path, file_path: str, what: str = "file_path", ext: str = ".png") -> Path:
+    """Where a frame's image lies (NeRF writes file paths without the extension, which is .png unless the frame
+    says otherwise in NRHints' `file_ext`); refused unless inside `root`."""
+    rel = Path(file_path)
+    name = Path(file_path + ext) if ext != ".png" and rel.suffix != ext else _image_name(file_path, what, False)
+    return inside(root, name, what)
 
 
 def output_image_path(folder: Path, file_path: str, what: str = "file_path") -> Path:
     """Where a prediction for the frame `file_path` is saved: `folder / file_path` as .png, refused unless
     inside `folder` (file paths come from the scene's transforms file)."""
-    path = inside(folder, _png_name(file_path, what, always=True), what)
+    path = inside(folder, _image_name(file_path, what, always=True), what)
     if path == Path(folder).resolve():
         raise MetatuneError(f"{what} {file_path!r} names the folder {folder} itself, not a file in it")
     return path
 
 
-def load_scene(root: Path | str, split: str = "train", resolution: int | None = None) -> Scene:
-    """Read a split of an OLAT scene; images are resized to `resolution` x `resolution` if given.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
 
-    Refused with MetatuneError: image paths leaving the scene folder, a camera_angle_x outside (0, pi),
-    camera matrices that are not finite and rigid (see `relight.camera.check_rigid`), non-finite light
-    positions, images of a size other than the split's first image (`resolution` resizes a scene of one
-    size; it does not reconcile images of several), and non-square images with `resolution` (squashed).
-    """
+
+def read_image(path: Path) -> np.ndarray:  # [H, W, C] as stored (C in 1, 3, 4; RGB order for .npy, BGR otherwise)
+    """An image file as an array: OpenCV for PNG/JPEG/TIFF, NumPy (no pickles) for .npy as NRHints writes."""
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise MetatuneError(f"{path}: not a NumPy image array ({err})") from None
+        if arr.ndim == 3:  # RGB(A) order: flip to OpenCV's BGR(A) so that _to_rgb treats both alike
+            arr = np.concatenate([arr[..., :3][..., ::-1], arr[..., 3:]], -1) if arr.shape[-1] in (3, 4) else arr
+        return arr
     import cv2
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise MetatuneError(f"{path}: not a readable image")
+    return img
+
+
+def intrinsics(meta: dict, width: int, height: int, where: str) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) in pixels of the stored images, from `camera_intrinsics` [cx, cy, fx, fy] (NRHints,
+    MetaGS), `fl_x`/`fl_y`/`cx`/`cy` (instant-ngp, nerfstudio) or `camera_angle_x` (NeRF: square pixels,
+    centred; `camera_angle_y` if given sets fy)."""
+    try:
+        if "camera_intrinsics" in meta:
+            cx, cy, fx, fy = (float(v) for v in meta["camera_intrinsics"])
+        elif "fl_x" in meta:
+            fx = float(meta["fl_x"])
+            fy = float(meta.get("fl_y", fx))
+            cx, cy = float(meta.get("cx", width / 2)), float(meta.get("cy", height / 2))
+        else:
+            angle = float(meta["camera_angle_x"])
+            check_fov(angle, where)
+            fx = 0.5 * width / math.tan(0.5 * angle)
+            fy = fx
+            if "camera_angle_y" in meta:
+                angle_y = float(meta["camera_angle_y"])
+                check_fov(angle_y, where)
+                fy = 0.5 * height / math.tan(0.5 * angle_y)
+            cx, cy = width / 2, height / 2
+    except (KeyError, TypeError, ValueError) as err:
+        raise MetatuneError(f"{where}: no camera intrinsics (camera_intrinsics [cx, cy, fx, fy], fl_x/fl_y/cx/cy or "
+                            f"camera_angle_x) ({err!r})") from None
+    vals = (fx, fy, cx, cy)
+    if not all(math.isfinite(v) for v in vals) or fx <= 0 or fy <= 0:
+        raise MetatuneError(f"{where}: camera intrinsics fx, fy, cx, cy = {vals} must be finite with fx, fy > 0")
+    return vals
+
+
+def resized_size(width: int, height: int, resolution: int | None) -> tuple[int, int]:
+    """The size an image is trained at: its longer side `resolution` pixels, the aspect ratio kept."""
+    if resolution is None or max(width, height) == resolution:
+        return width, height
+    scale = resolution / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def load_scene(root: Path | str, split: str = "train", resolution: int | None = None) -> Scene:
+    """Read a split of an OLAT scene: NeRF's transforms (MetaGS, NRHints) with a point light per frame.
+
+    `resolution` sets the longer image side (aspect ratio and intrinsics kept right); None keeps the images'
+    own size. Per frame: `file_path`, `transform_matrix`, `pl_pos`, optional `file_ext` (.png, .npy, ...) and
+    `pl_intensity` (relative power, one or three numbers). RGBA images keep their alpha in `Frame.alpha`.
+    Refused with MetatuneError: image paths leaving the scene folder, intrinsics that are no camera, camera
+    matrices that are not finite and rigid (`relight.camera.check_rigid`), non-finite light positions or
+    powers, and images of a size other than the split's first image.
+    """
     root = Path(root)
     if split not in SPLITS:
         raise MetatuneError(f"unknown split {split!r}; choose from {SPLITS}")
@@ -82,53 +153,60 @@ def load_scene(root: Path | str, split: str = "train", resolution: int | None = 
         raise MetatuneError(f"scene folder {root} has no transforms_{split}.json")
     try:
         meta = json.loads(tf.read_text())
-        angle = float(meta["camera_angle_x"])
         raw = meta["frames"]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise MetatuneError(f"{tf}: not a transforms file with camera_angle_x and frames ({err!r})") from err
-    check_fov(angle, str(tf))
-    if not raw:
+        raise MetatuneError(f"{tf}: not a transforms file with frames ({err!r})") from err
+    if not isinstance(meta, dict) or not isinstance(raw, list) or not raw:
         raise MetatuneError(f"{tf}: has no frames")
     frames = []
     first: tuple[Path, tuple[int, int]] | None = None  # the split's first image and its (height, width)
+    k: tuple[float, float, float, float] | None = None
     for i, fr in enumerate(raw):
         where = f"{tf}: frame {i}"
         try:
             matrix = np.array(fr["transform_matrix"], dtype=np.float64)
             pos = tuple(float(v) for v in fr["pl_pos"])
             fp = str(fr["file_path"])
-        except (KeyError, TypeError, ValueError) as err:
+            ext = str(fr.get("file_ext", ".png"))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise MetatuneError(f"{where} lacks file_path, transform_matrix or pl_pos ({err!r})") from err
         check_rigid(matrix, where)
         if len(pos) != 3 or not all(math.isfinite(v) for v in pos):
             raise MetatuneError(f"{where}: pl_pos {list(pos)} is not a finite 3-vector (a light position)")
-        path = image_path(root, fp, f"{where}: file_path")
+        power = parse_power(fr["pl_intensity"], where) if "pl_intensity" in fr else (1.0, 1.0, 1.0)
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            raise MetatuneError(f"{where}: file_ext {ext!r} is not one of {IMAGE_EXTENSIONS}")
+        path = image_path(root, fp, f"{where}: file_path", ext)
         if not path.is_file():
             raise MetatuneError(f"{where} points at missing image {path}")
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise MetatuneError(f"{path}: not a readable image")
+        img = read_image(path)
         if first is None:
             first = (path, img.shape[:2])
+            k = intrinsics(meta, img.shape[1], img.shape[0], str(tf))
         elif img.shape[:2] != first[1]:
             raise MetatuneError(f"{path}: image is {img.shape[1]}x{img.shape[0]} but {first[0].name}, the first "
                                 f"of the {split} split, is {first[1][1]}x{first[1][0]}; all images of a split "
                                 "must have one size")
-        img = _to_rgb(img, path)
-        if resolution is not None and img.shape[:2] != (resolution, resolution):
-            if img.shape[0] != img.shape[1]:
-                raise MetatuneError(f"{path}: resizing a {img.shape[1]}x{img.shape[0]} image to {resolution}x"
-                                    f"{resolution} would squash it; --resolution needs square images")
-            img = cv2.resize(img, (resolution, resolution), interpolation=cv2.INTER_AREA)
-        h, w = img.shape[:2]
-        cam = Camera.from_fov(torch.from_numpy(matrix).float(), angle, w, h)
-        frames.append(Frame(fp, torch.from_numpy(img), cam, Light(pos)))
+        rgb, alpha = _to_rgb(img, path)
+        h0, w0 = rgb.shape[:2]
+        w, h = resized_size(w0, h0, resolution)
+        if (w, h) != (w0, h0):
+            import cv2
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            alpha = None if alpha is None else cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA)
+        assert k is not None
+        fx, fy, cx, cy = k
+        sx, sy = w / w0, h / h0
+        cam = Camera(torch.from_numpy(matrix).float(), fx * sx, fy * sy, cx * sx, cy * sy, w, h)
+        frames.append(Frame(fp, torch.from_numpy(np.ascontiguousarray(rgb)), cam, Light(pos, power=power),
+                            None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha))))
     ply = root / "points3d.ply"
     points = torch.from_numpy(read_points_ply(ply)) if ply.is_file() else None
     return Scene(root, frames, points)
 
 
-def _to_rgb(img: np.ndarray, path: Path | str = "image") -> np.ndarray:  # [H, W, 3] float32 in [0, 1]
+def _to_rgb(img: np.ndarray, path: Path | str = "image",
+            ) -> tuple[np.ndarray, np.ndarray | None]:  # [H, W, 3] float32 in [0, 1], alpha [H, W] or None
     """RGB in [0, 1]: 8- and 16-bit images scaled by their full range; float images (32-bit TIFF, EXR) taken
     as they are, and refused unless finite and in [0, 1] (nothing says what a float 255 or 3.2 means)."""
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (1, 3, 4)):
@@ -149,9 +227,11 @@ def _to_rgb(img: np.ndarray, path: Path | str = "image") -> np.ndarray:  # [H, W
         img = img[..., None]
     if img.shape[-1] == 1:
         img = np.repeat(img, 3, -1)
-    if img.shape[-1] == 4:  # RGBA: composite on black
+    alpha = None
+    if img.shape[-1] == 4:  # RGBA: composite on black, keep the coverage
+        alpha = np.ascontiguousarray(img[..., 3])
         img = img[..., :3] * img[..., 3:]
-    return np.ascontiguousarray(img[..., ::-1])  # OpenCV reads BGR
+    return np.ascontiguousarray(img[..., ::-1]), alpha  # OpenCV reads BGR
 
 
 # What save_image writes for each file name extension (OpenCV picks the encoder by it).

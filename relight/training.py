@@ -36,7 +36,7 @@ DEFINING = ("domain", "scene", "method", "resolution", "max_points", "seed", "in
 class TrainConfig:
     """How to train: `meta` (ours), `joint` (same model, no meta-learning) or `plain` (Gaussians without shading)."""
     method: str = "meta"
-    resolution: int = 64
+    resolution: int | None = None  # longer image side to train at; None: the scene's own images
     fit_steps: int = 300  # stage 1, every method: fit on random training frames
     meta_steps: int = 60  # stage 2: meta-learning (meta) or meta_steps * meta_batch more fitting steps (joint, plain)
     inner_steps: int = 2
@@ -53,7 +53,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise MetatuneError(f"unknown training method {self.method!r}; choose from {METHODS}")
-        if self.fit_steps < 0 or self.meta_steps < 0 or self.resolution < 8:
+        if self.fit_steps < 0 or self.meta_steps < 0 or (self.resolution is not None and self.resolution < 8):
             raise MetatuneError("fit_steps and meta_steps must be >= 0 and resolution >= 8")
 
 
@@ -114,7 +114,8 @@ def render(module: nn.Module, frame: Frame, params: tuple | None = None) -> Tens
 
 def views_loss(prior: LightPrior, params: tuple, light: Light, views: list[Frame], frozen: bool) -> Tensor:
     """Mean photometric loss of the views under `light` with the given light-dependent parameters."""
-    total = sum(photometric_loss(prior.model.render(f.camera, light, params, frozen), f.image) for f in views)
+    total = sum(photometric_loss(prior.model.render(f.camera, light, params, frozen), f.image, f.mask)
+                for f in views)
     return total / len(views)
 
 
@@ -193,24 +194,30 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
                   build(cfg.method, initial_points(scene, cfg.max_points, cfg.seed))).to(device)
         state = {}
     frames = [f.to(device) for f in scene.frames]
+    sampler: TaskSampler | None = None
+    if cfg.method == "meta" and cfg.meta_steps > 0:  # checked here, before any fitting: can the lights be split?
+        sampler = TaskSampler(frames, cfg.support_views, seed=cfg.seed)
     if isinstance(module, LightPrior):
         for light in {f.light for f in scene.frames}:
             module.model.check_light(light)
+        if not state:
+            module.model.set_light_distance([f.light for f in scene.frames])
     groups = [{"params": [p], "lr": FIT_LR[name.split(".")[-1]]} for name, p in module.named_parameters()]
     opt = torch.optim.Adam(groups, eps=1e-15)
     if state.get("optimizer") is not None:
         opt.load_state_dict(state["optimizer"])
     fit_total = cfg.fit_steps if cfg.method == "meta" else baseline_steps(cfg)
     t0 = time.perf_counter()
-    sampler: TaskSampler | None = None
 
     def checkpoint() -> None:
         save_checkpoint(run, {"config": asdict(cfg), "n": _count(module), "module": module.state_dict(),
                               "optimizer": opt.state_dict(), "fit_done": fit_done,
-                              "sampler_rng": list(sampler.rng.getstate()) if sampler is not None else None,
+                              "sampler_rng": list(sampler.rng.getstate()) if sampler is not None and meta_started
+                              else None,
                               "elapsed": elapsed + time.perf_counter() - t0, "rng": list(rng.getstate()),
                               "cameras": pack_cameras([f.camera for f in scene.frames])})
 
+    meta_started = False  # the sampler's state is saved once meta-learning draws from it
     bar = tqdm(range(fit_done, fit_total), desc=f"fit ({cfg.method})", disable=not progress)
     for i in bar:
         frame = rng.choice(frames)
@@ -233,8 +240,8 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
             write_bytes(run / STAGE1, (run / CHECKPOINT).read_bytes())  # (rank 0's file, under torchrun)
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     checkpoint()
-    if cfg.method == "meta" and cfg.meta_steps > 0:
-        sampler = TaskSampler(frames, cfg.support_views, seed=cfg.seed)
+    if sampler is not None:
+        meta_started = True
         tuner = make_tuner(module, cfg, sampler, run / "meta_log.jsonl")
         if (run / TUNER).is_file():
             tuner.load(run / TUNER, DOMAIN, "meta_tuner")  # meta-parameters, step sizes and outer optimizer state
@@ -247,7 +254,7 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
             tuner.save(run / TUNER, DOMAIN, "meta_tuner")
             checkpoint()
     seconds = elapsed + time.perf_counter() - t0
-    summary = {"method": cfg.method, "gaussians": _count(module), "resolution": cfg.resolution,
+    summary = {"method": cfg.method, "gaussians": _count(module), "size": list(scene.size),
                "train_frames": len(scene.frames), "train_seconds": round(seconds, 1)}
     write_json(run / "summary.json", summary)
     return summary

@@ -247,7 +247,7 @@ def test_light_positions_must_be_finite_3_vectors(tmp_path, pos):
         load_scene(write_scene(tmp_path / "s", {0: {"pl_pos": pos}}))
 
 
-def test_an_image_of_another_size_is_refused_not_squashed(tmp_path):
+def test_an_image_of_another_size_is_refused(tmp_path):
     root = write_scene(tmp_path / "s", sizes={2: (8, 12)})
     for resolution in (None, 8):
         with pytest.raises(MetatuneError, match="r_002.png: image is 12x8 but r_000.png, the first of the train "
@@ -255,8 +255,12 @@ def test_an_image_of_another_size_is_refused_not_squashed(tmp_path):
             load_scene(root, resolution=resolution)
     root = write_scene(tmp_path / "wide", sizes={0: (8, 12), 1: (8, 12), 2: (8, 12)})
     assert load_scene(root).frames[0].image.shape == (8, 12, 3)  # one size, not square: fine unresized
-    with pytest.raises(MetatuneError, match="would squash it"):
-        load_scene(root, resolution=8)
+    small = load_scene(root, resolution=8).frames[0]  # the longer side to 8, the aspect ratio kept: 8x5
+    assert small.image.shape == (5, 8, 3)
+    full = load_scene(root).frames[0].camera
+    for a, b in ((small.camera.width / small.camera.fx, full.width / full.fx),
+                 (small.camera.height / small.camera.fy, full.height / full.fy)):
+        assert a == pytest.approx(b, rel=1e-12)  # the same fields of view: nothing squashed
 
 
 def test_float_images_are_read_by_their_range(tmp_path):

@@ -1,4 +1,5 @@
 """Generated OLAT scenes (MuJoCo, PyTorch3D): format, light split, physics of the renders, and bad folders."""
+import dataclasses
 import json
 import math
 import shutil
@@ -96,9 +97,19 @@ def test_tasks_have_disjoint_support_and_query(mj_scene):
         assert all(f.light == task.light for f in task.support + task.query)
     with pytest.raises(MetatuneError, match="must differ"):
         LightTask(frames[0].light, frames[:1], frames[:1])
-    singles = [frames[0], frames[2], frames[4]]  # one view per light
-    with pytest.raises(MetatuneError, match="at least 2 views"):
-        TaskSampler(singles)
+    singles = [frames[0], frames[2], frames[4]]  # one view per light: split into disjoint halves of its tiles
+    for task in TaskSampler(singles, seed=1)(10):
+        (s,), (q,) = task.support, task.query
+        assert s.image is q.image and s.light == q.light == task.light
+        assert not bool((s.mask & q.mask).any()) and bool((s.mask | q.mask).all())  # disjoint, every pixel
+        assert abs(int(s.mask.sum()) - int(q.mask.sum())) <= 8 * 8  # halves, to one tile
+    half = singles[0]
+    with pytest.raises(MetatuneError, match="disjoint pixels"):  # overlapping pixel sets of one view are refused
+        LightTask(half.light, [dataclasses.replace(half, mask=torch.ones_like(half.image[..., 0], dtype=torch.bool))],
+                  [dataclasses.replace(half, mask=torch.ones_like(half.image[..., 0], dtype=torch.bool))])
+    tiny = dataclasses.replace(half, camera=half.camera.resized(8, 8), image=half.image[:8, :8])
+    with pytest.raises(MetatuneError, match="too small to split"):  # checked when the sampler is made
+        TaskSampler([tiny])
 
 
 def test_bleed_scene_colour_bleeding_follows_the_light():

@@ -84,11 +84,12 @@ def test_nan_loss_stops_with_a_clear_error_and_a_checkpoint(scene, tmp_path, mon
 def test_evaluate_writes_metrics_and_images_that_reproduce_them(meta_run, scene, tmp_path):
     res = evaluate(meta_run, scene, tmp_path / "m.json", tmp_path / "img")
     saved = json.loads((tmp_path / "m.json").read_text())
-    test = load_scene(scene, "test", 24)
+    test = load_scene(scene, "test")
     assert saved["frames"] == len(test.frames) == len(saved["per_frame"])
     for frame, row in zip(test.frames, saved["per_frame"]):
-        pred = load_scene.__globals__["_to_rgb"](
+        pred, _ = load_scene.__globals__["_to_rgb"](
             __import__("cv2").imread(str(tmp_path / "img" / (frame.file_path + ".png"))))
+        assert pred.shape == tuple(frame.image.shape)  # at the scene's own size
         assert abs(psnr(torch.from_numpy(pred), frame.image) - row["psnr"]) < 0.3  # 8-bit rounding only
     assert abs(res["psnr"] - sum(r["psnr"] for r in saved["per_frame"]) / len(test.frames)) < 1e-3
 
