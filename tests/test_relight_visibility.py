@@ -1,10 +1,17 @@
-"""Shadows: one occluder against the closed-form transmittance, and shadows that move with the light."""
+"""Shadows: closed forms, the deep opacity map against the exact pairwise method, its linear cost, and the cache."""
 import math
 
+import pytest
 import torch
 
+from relight import visibility
+from relight import visibility_exact as exact_module
+from relight.gaussians import covariance_3d
 from relight.light import Light
-from relight.visibility import light_visibility
+from relight.projection import project
+from relight.rasterize import tile_lists
+from relight.visibility import light_camera, light_visibility, splat_count
+from relight.visibility_exact import light_visibility_exact, transmittance_at
 
 
 def iso(n, sigma):
@@ -42,3 +49,180 @@ def test_shadow_moves_with_the_light():
         darkest = float(xs[vis.argmin()])
         assert vis.min() < 0.1 and darkest * side > 0.5
         assert vis[(xs * side) < -0.25].min() > 0.99  # the lit side (beyond the blob's soft tail)
+
+
+# --- the deep opacity map against the exact pairwise reference -------------------------------------------------
+
+EPS32 = 2.0**-24  # float32 unit round-off
+
+
+def random_scene(n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    means = torch.randn(n, 3, generator=gen) * 0.3
+    covs = covariance_3d(torch.randn(n, 4, generator=gen), torch.rand(n, 3, generator=gen) * 0.04 + 0.01)
+    return means, covs, torch.rand(n, generator=gen) * 0.9 + 0.05
+
+
+def corner_transmittance(means, covs, opac, light, bias, res):
+    """Exact transmittance at the four pixel centres around each receiver, and the bilinear weights."""
+    n = means.shape[0]
+    proj = project(means, covs, opac, light_camera(means, light, res))
+    u = proj.means2d - 0.5
+    base = u.floor()
+    frac = u - base
+    limits = proj.depths - torch.as_tensor(bias).expand(n)
+    corners = {}
+    for dx in (0, 1):
+        for dy in (0, 1):
+            c = torch.stack([(base[:, 0] + dx).clamp(0, res - 1), (base[:, 1] + dy).clamp(0, res - 1)], -1) + 0.5
+            corners[dx, dy] = transmittance_at(proj, opac, c, limits, torch.arange(n), res)
+    return corners, frac
+
+
+def bilinear(corners, frac):
+    fx, fy = frac[:, 0], frac[:, 1]
+    top = corners[0, 0] + fx * (corners[1, 0] - corners[0, 0])
+    bottom = corners[0, 1] + fx * (corners[1, 1] - corners[0, 1])
+    return top + fy * (bottom - top)
+
+
+def round_off(n):
+    # |d log T| <= (n - 1) u |log T| for a float32 sum of n same-sign terms, and T |log T| <= 1/e
+    return n * EPS32 / math.e + 1e-6
+
+
+SCENES = [(Light((1.5, 1.0, 2.0)), 0.0), (Light((1.5, 1.0, 2.0)), 0.03), (Light((-0.3, 0.5, 1.0), True), 0.02)]
+
+
+@pytest.mark.parametrize("light,bias", SCENES)
+def test_equals_the_exact_transmittance_interpolated_from_pixel_centres(light, bias):
+    # depth is exact (bins at the occluders' own depths), so the only approximation is in the image:
+    # the result is the bilinear interpolation of the exact transmittance at the four neighbouring pixel centres
+    means, covs, opac = random_scene(400, 1)
+    res = 64
+    vis = light_visibility(means, covs, opac, light, bias=bias, resolution=res)
+    corners, frac = corner_transmittance(means, covs, opac, light, bias, res)
+    assert (vis - bilinear(corners, frac)).abs().max() <= round_off(400)
+
+
+@pytest.mark.parametrize("light,bias", SCENES)
+def test_error_against_the_exact_method_is_bounded_by_the_pixel_spread(light, bias):
+    # a convex combination of the four corner values differs from T at the receiver by at most their spread
+    means, covs, opac = random_scene(400, 2)
+    res = 64
+    vis = light_visibility(means, covs, opac, light, bias=bias, resolution=res)
+    exact = light_visibility_exact(means, covs, opac, light, bias=bias, resolution=res)
+    corners, _ = corner_transmittance(means, covs, opac, light, bias, res)
+    spread = torch.stack([(t - exact).abs() for t in corners.values()]).max(0).values
+    assert ((vis - exact).abs() - spread).max() <= round_off(400)
+
+
+def test_per_gaussian_bias_and_chunking(monkeypatch):
+    means, covs, opac = random_scene(300, 3)
+    light = Light((1.0, -1.5, 2.0))
+    bias = torch.rand(300, generator=torch.Generator().manual_seed(4)) * 0.05
+    whole = light_visibility(means, covs, opac, light, bias=bias, resolution=48)
+    monkeypatch.setattr(visibility, "CHUNK", 97)  # many chunks, boundaries inside Gaussians' footprints
+    assert torch.equal(light_visibility(means, covs, opac, light, bias=bias, resolution=48), whole)
+    corners, frac = corner_transmittance(means, covs, opac, light, bias, 48)
+    assert (whole - bilinear(corners, frac)).abs().max() <= round_off(300)
+
+
+def test_receivers_with_nothing_nearer_see_the_whole_light():
+    means, covs, opac = random_scene(400, 5)
+    light = Light((1.5, 1.0, 2.0))
+    bias = 0.02
+    vis = light_visibility(means, covs, opac, light, bias=bias, resolution=64)
+    depth = project(means, covs, opac, light_camera(means, light, 64)).depths
+    alone = depth - bias <= depth.min()  # no Gaussian strictly nearer than its depth minus the bias
+    assert alone.sum() >= 1 and bool((vis[alone] == 1.0).all())
+
+
+def grid(half, spacing, z):
+    xs = torch.arange(-half, half + 1e-9, spacing)
+    x, y = torch.meshgrid(xs, xs, indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1), torch.full((x.numel(),), z)], -1)
+
+
+def layer_transmittance_bound(opacity):
+    """Max over a grid cell (spacing = sigma = 1) of the light let through by the cell's four nearest splats."""
+    a, b = torch.meshgrid(torch.linspace(0, 1, 101), torch.linspace(0, 1, 101), indexing="ij")
+    t = torch.ones_like(a)
+    for cx, cy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        t = t * (1 - opacity * torch.exp(-0.5 * ((a - cx) ** 2 + (b - cy) ** 2)))
+    return float(t.max())
+
+
+def test_plane_above_a_plane_casts_its_shadow():
+    # a square of Gaussians (sigma = spacing = 0.05, opacity 0.9) at height 1 over a floor at 0, light at height 3
+    top, floor = grid(0.3, 0.05, 1.0), grid(1.0, 0.05, 0.0)
+    means = torch.cat([top, floor])
+    n_top = top.shape[0]
+    covs = torch.cat([iso(n_top, 0.05), iso(floor.shape[0], 0.02)])
+    opac = torch.full((means.shape[0],), 0.9)
+    light, bias, res = Light((0.0, 0.0, 3.0)), 0.05, 128
+    vis = light_visibility(means, covs, opac, light, bias=bias, resolution=res)
+    exact = light_visibility_exact(means, covs, opac, light, bias=bias, resolution=res)
+    assert bool((vis[:n_top] == 1.0).all())  # the top plane: nothing between it and the light
+    cam = light_camera(means, light, res)
+    pixel = 3.0 / cam.fx  # one light-view pixel on the floor (distance 3): the reach of the bilinear look-up
+    # the floor sees the top magnified 1.5x (3 / (3 - 1)): the square's shadow is [-0.45, 0.45]^2, each splat's
+    # cut-off (alpha = 1/255 at sqrt(2 ln(0.9 * 255)) sigma) reaches 1.5 * 0.05 * 3.29 beyond it
+    reach = floor[:, :2].abs().max(-1).values
+    outside = reach > 1.5 * (0.3 + 0.05 * math.sqrt(2 * math.log(0.9 * 255))) + pixel
+    assert bool((vis[n_top:][outside] == 1.0).all()) and bool((exact[n_top:][outside] == 1.0).all())
+    # at least one spacing inside the square, every point is under a full cell of four splats
+    core = reach < 1.5 * (0.3 - 0.05) - pixel
+    bound = layer_transmittance_bound(0.9)
+    assert core.sum() > 100 and outside.sum() > 100
+    assert float(vis[n_top:][core].max()) <= bound and float(exact[n_top:][core].max()) <= bound
+    corners, _ = corner_transmittance(means, covs, opac, light, bias, res)
+    spread = torch.stack([(t - exact).abs() for t in corners.values()]).max(0).values
+    assert ((vis - exact).abs() - spread).max() <= round_off(means.shape[0])
+
+
+def test_opaque_slab_blocks_the_light():
+    # 4 layers of Gaussians (opacity 0.99, sigma = grid spacing h): every point of a layer is within h / sqrt(2)
+    # of a centre, so one splat there has alpha >= 0.99 exp(-1/4) and each layer lets through <= 1 - 0.99 e^-1/4
+    h = 0.04
+    layers = [grid(0.4, h, 1.0 + 0.1 * k) for k in range(4)]
+    receivers = grid(0.2, 0.05, 0.0)
+    means = torch.cat(layers + [receivers])
+    n_slab = sum(layer.shape[0] for layer in layers)
+    covs = torch.cat([iso(n_slab, h), iso(receivers.shape[0], 0.01)])
+    opac = torch.cat([torch.full((n_slab,), 0.99), torch.full((receivers.shape[0],), 0.5)])
+    vis = light_visibility(means, covs, opac, Light((0.0, 0.0, 1.0), directional=True), bias=0.02, resolution=128)
+    assert float(vis[n_slab:].max()) <= (1 - 0.99 * math.exp(-0.25)) ** 4
+    assert bool((vis[n_slab - layers[-1].shape[0]: n_slab] == 1.0).all())  # the top layer is lit
+
+
+def dyadic_scene(n, seed):
+    # coordinates on a 1/256 grid: sums are exact in float32, so copies of the scene give the same light camera
+    means, covs, opac = random_scene(n, seed)
+    return torch.round(means * 256) / 256, covs, opac
+
+
+def test_splatted_pairs_grow_linearly_with_the_number_of_gaussians():
+    means, covs, opac = dyadic_scene(500, 6)
+    light = Light((1.5, 1.0, 2.0))
+    res = 64
+    one = splat_count(means, covs, opac, light, res)
+    four = splat_count(means.repeat(4, 1), covs.repeat(4, 1, 1), opac.repeat(4), light, res)
+    assert four == 4 * one  # every Gaussian splats its own footprint: no term couples two Gaussians
+    radii = project(means, covs, opac, light_camera(means, light, res)).radii
+    assert one <= int(((2 * radii + 1) ** 2).sum())  # at most its cut-off square each
+    # the pairwise reference compares receivers with occluders tile by tile: 16x the work for 4x the Gaussians
+    def comparisons(m, c, o):
+        proj = project(m, c, o, light_camera(m, light, res))
+        tiles = (res + exact_module.TILE - 1) // exact_module.TILE
+        occ = [t.numel() for t in tile_lists(proj.means2d, proj.radii, tiles, tiles, exact_module.TILE)]
+        cell = (proj.means2d / exact_module.TILE).floor().long().clamp(0, tiles - 1)
+        rec = torch.bincount(cell[:, 1] * tiles + cell[:, 0], minlength=tiles * tiles)
+        return int((rec * torch.tensor(occ)).sum())
+    assert comparisons(means.repeat(4, 1), covs.repeat(4, 1, 1), opac.repeat(4)) == 16 * comparisons(means, covs, opac)
+
+
+def test_negative_bias_is_refused():
+    means, covs, opac = random_scene(10, 7)
+    with pytest.raises(ValueError):
+        light_visibility(means, covs, opac, Light((1.0, 1.0, 2.0)), bias=-0.01)
