@@ -85,6 +85,11 @@ def add_seed_device(p: argparse.ArgumentParser, seed: int = 0) -> None:
     p.add_argument("--device", type=device, default="cpu", help="cpu (default), cuda or cuda:N")
 
 
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for torch (default: the CPUs other processes leave idle, at least 1)")
+
+
 def add_force(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="start afresh in a run folder that holds another run (default: resume or refuse)")

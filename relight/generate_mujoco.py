@@ -144,5 +144,6 @@ def generate_mujoco_scene(out: Path, cfg: MujocoSceneConfig | None = None) -> Pa
             write_transforms(out / f"transforms_{split}.json", lay.camera_angle_x, frames)
     finally:
         renderer.close()
-    write_points_ply(out / "points3d.ply", surface_points(cfg, np.random.default_rng(lay.seed)))
+    if cfg.n_points > 0:  # 0: no point cloud (a capture without a reconstruction)
+        write_points_ply(out / "points3d.ply", surface_points(cfg, np.random.default_rng(lay.seed)))
     return out

@@ -175,5 +175,6 @@ def generate_pytorch3d_scene(out: Path, cfg: P3DSceneConfig | None = None) -> Pa
             save_image(out / f"{name}.png", img)
             frames.append({"file_path": f"./{name}", "transform_matrix": poses[ci].tolist(), "pl_pos": list(light)})
         write_transforms(out / f"transforms_{split}.json", lay.camera_angle_x, frames)
-    write_points_ply(out / "points3d.ply", surface_points(mesh.verts, mesh.faces, cfg.n_points, cfg.point_noise, lay.seed))
+    if cfg.n_points > 0:  # 0: no point cloud (a capture without a reconstruction)
+        write_points_ply(out / "points3d.ply", surface_points(mesh.verts, mesh.faces, cfg.n_points, cfg.point_noise, lay.seed))
     return out

@@ -23,6 +23,11 @@ class LayoutConfig:
     light_radius: float = 2.5
     seed: int = 0
 
+    @classmethod
+    def moving(cls, resolution: int = 64, seed: int = 0) -> "LayoutConfig":
+        """The moving-light layout of MetaGS's and NRHints' captures: every frame its own light, one view each."""
+        return cls(resolution=resolution, n_cameras=24, train_lights=64, test_lights=8, views_per_light=1, seed=seed)
+
 
 def camera_poses(cfg: LayoutConfig) -> list[np.ndarray]:
     """Camera-to-world poses on two rings looking at the scene centre."""
