@@ -13,7 +13,16 @@ from relight.light import Light
 from relight.rasterize import rasterize
 from relight.shading import blinn_phong
 from relight.transfer import Transfer, transfer
-from relight.visibility import light_visibility
+from relight.visibility import light_visibility, shadow_pixel_size
+
+# When a light's cached visibility is recomputed (docs/relight.md, "Shadows: computed once, updated on moves"):
+# when N changes, or since the geometry it was computed from, a mean moved more than STALE_PIXELS pixels of that
+# light's shadow map (at the scene's depth), an opacity changed by more than STALE_OPACITY (a splat's alpha then
+# changes by at most as much), or a covariance changed by a factor beyond 1 +- STALE_COVARIANCE (whitened: the
+# exponent of every splat then scales within 1 +- 0.1, its alpha changes by at most 0.1 / e = 0.037).
+STALE_PIXELS = 0.5
+STALE_OPACITY = 0.05
+STALE_COVARIANCE = 0.1
 
 # Light-dependent parameters of one light condition (what the inner loop adapts):
 #   log_intensity [3]: light colour times power;  shadow [N]: logit correction of the visibility;
@@ -31,6 +40,45 @@ class ModelConfig:
     init_ambient: float = 0.02
     init_intensity: float = 6.0  # about distance^2 of the lights, so that the irradiance starts near 1
     flat_ratio: float = 0.25  # normal-axis scale relative to the tangent scale
+
+
+@dataclass
+class GeometrySnapshot:
+    """The geometry a visibility was computed from (detached copies)."""
+    means: Tensor  # [N, 3]
+    chol: Tensor  # [N, 3, 3] lower Cholesky factors of the covariances
+    opacities: Tensor  # [N]
+    key: tuple  # the parameters' versions and storage when taken: equal keys, nothing moved
+
+    @classmethod
+    def take(cls, g: Gaussians, key: tuple) -> "GeometrySnapshot":
+        with torch.no_grad():
+            chol, info = torch.linalg.cholesky_ex(g.covariances())
+            chol = torch.where((info == 0)[:, None, None], chol, torch.zeros_like(chol))  # degenerate: always moved
+            return cls(g.means.detach().clone(), chol, g.opacities.detach().clone(), key)
+
+    def moved(self, g: Gaussians, distance: float) -> bool:
+        """Whether `g` differs from the snapshot beyond the thresholds (mean `distance` in world units)."""
+        if len(g) != self.means.shape[0] or g.means.device != self.means.device:
+            return True
+        with torch.no_grad():
+            if bool(((g.means - self.means).norm(dim=-1) > distance).any()):
+                return True
+            if bool(((g.opacities - self.opacities).abs() > STALE_OPACITY).any()):
+                return True
+            half = torch.linalg.solve_triangular(self.chol, g.covariances(), upper=False)  # L^-1 S
+            white = torch.linalg.solve_triangular(self.chol, half.transpose(-1, -2), upper=False)  # L^-1 S L^-T
+            eye = torch.eye(3, dtype=white.dtype, device=white.device)
+            change = (white - eye).flatten(1).norm(dim=-1)  # Frobenius >= the largest relative eigen-change
+            return not bool((change <= STALE_COVARIANCE).all())  # NaN (a degenerate covariance) counts as moved
+
+
+@dataclass
+class CachedShadow:
+    """One light's visibility, the geometry it came from, and how far a mean may move before it is recomputed."""
+    vis: Tensor  # [N]
+    snapshot: GeometrySnapshot
+    distance: float  # STALE_PIXELS shadow-map pixels of this light, world units
 
 
 def _logit(p: float) -> float:
@@ -59,7 +107,8 @@ class RelightModel(nn.Module):
         # Distance of the training lights from the scene (set by training; the start matches init_intensity):
         # a directional light delivers what a point light of the same intensity delivers from there.
         self.register_buffer("light_distance", torch.tensor(math.sqrt(cfg.init_intensity)))
-        self._vis_cache: dict[tuple, Tensor] = {}
+        self._vis_cache: dict[Light, CachedShadow] = {}
+        self._snapshot: GeometrySnapshot | None = None  # the latest, shared by the lights computed from it
         self._transfer_cache: dict[tuple, Transfer] = {}
 
     def __len__(self) -> int:
@@ -79,16 +128,48 @@ class RelightModel(nn.Module):
                 "normals": n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)}
 
     def visibility(self, light: Light) -> Tensor:  # [N]
-        """Shadowing of each Gaussian by the others; geometry-only, so cached until the geometry changes."""
+        """Shadowing of each Gaussian by the others; computed once per light, again only when the geometry
+        has moved beyond the STALE_* thresholds since. Without gradient: shadows steer materials, not geometry."""
         g = self.gaussians
-        key = (light, *self._geometry_key())
-        if key not in self._vis_cache:
-            if len(self._vis_cache) > 256:
-                self._vis_cache.clear()
-            with torch.no_grad():  # shadows steer materials, not geometry (keeps the inner loop cheap)
-                self._vis_cache[key] = light_visibility(g.means, g.covariances(), g.opacities, light,
-                                                        bias=2.0 * g.scales.max(-1).values)
-        return self._vis_cache[key]
+        key = (len(g), *self._geometry_key())
+        entry = self._vis_cache.get(light)
+        if entry is not None and (entry.snapshot.key == key or not entry.snapshot.moved(g, entry.distance)):
+            return entry.vis
+        if self._snapshot is None or self._snapshot.key != key:
+            self._snapshot = GeometrySnapshot.take(g, key)
+        if light not in self._vis_cache and len(self._vis_cache) >= 256:
+            self._vis_cache.clear()
+        with torch.no_grad():
+            vis = light_visibility(g.means, g.covariances(), g.opacities, light, bias=2.0 * g.scales.max(-1).values)
+            distance = STALE_PIXELS * shadow_pixel_size(g.means, light)
+        self._vis_cache[light] = CachedShadow(vis, self._snapshot, distance)
+        return vis
+
+    def get_extra_state(self) -> dict:
+        """The shadow cache, saved with the model so that a resumed run reuses what an uninterrupted one would."""
+        snaps = list({id(e.snapshot): e.snapshot for e in self._vis_cache.values()}.values())
+        index = {id(snap): i for i, snap in enumerate(snaps)}
+        return {"snapshots": [{"means": q.means, "chol": q.chol, "opacities": q.opacities} for q in snaps],
+                "lights": [{"position": list(light.position), "directional": light.directional, "vis": e.vis,
+                            "snapshot": index[id(e.snapshot)], "distance": e.distance}
+                           for light, e in self._vis_cache.items()]}
+
+    def set_extra_state(self, state: dict) -> None:
+        snaps = [GeometrySnapshot(q["means"], q["chol"], q["opacities"], ("restored",)) for q in state["snapshots"]]
+        self._vis_cache = {Light(tuple(e["position"]), e["directional"]):
+                           CachedShadow(e["vis"], snaps[e["snapshot"]], e["distance"]) for e in state["lights"]}
+        self._snapshot = None
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+                              missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
+        """Checkpoints from before the shadow cache was saved load with an empty cache."""
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        key = prefix + "_extra_state"
+        if key not in state_dict:
+            self._vis_cache, self._snapshot = {}, None
+            if key in missing_keys:
+                missing_keys.remove(key)
 
     def set_light_distance(self, lights: list[Light]) -> None:
         """Take the mean distance of the (point) training lights from the Gaussians' centroid as the reference

@@ -4,13 +4,15 @@ import math
 import pytest
 import torch
 
+from relight import model as model_module
 from relight import visibility
 from relight import visibility_exact as exact_module
-from relight.gaussians import covariance_3d
+from relight.gaussians import Gaussians, covariance_3d
 from relight.light import Light
+from relight.model import RelightModel
 from relight.projection import project
 from relight.rasterize import tile_lists
-from relight.visibility import light_camera, light_visibility, splat_count
+from relight.visibility import light_camera, light_visibility, shadow_pixel_size, splat_count
 from relight.visibility_exact import light_visibility_exact, transmittance_at
 
 
@@ -226,3 +228,99 @@ def test_negative_bias_is_refused():
     means, covs, opac = random_scene(10, 7)
     with pytest.raises(ValueError):
         light_visibility(means, covs, opac, Light((1.0, 1.0, 2.0)), bias=-0.01)
+
+
+# --- RelightModel.visibility: computed once per light, recomputed when the geometry has moved enough -----------
+
+def floor_and_blob_model():
+    xs = torch.linspace(-1, 1, 15)
+    x, y = torch.meshgrid(xs, xs, indexing="ij")
+    floor = torch.stack([x.reshape(-1), y.reshape(-1), torch.zeros(x.numel())], -1)
+    points = torch.cat([floor, torch.tensor([[0.0, 0.0, 0.5]])])
+    normals = torch.tensor([0.0, 0.0, 1.0]).expand_as(points)
+    return RelightModel(points, normals, torch.full((points.shape[0],), 0.15))
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls = []
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return light_visibility(*args, **kw)
+    monkeypatch.setattr(model_module, "light_visibility", counting)
+    return calls
+
+
+def test_visibility_is_reused_until_the_geometry_moves_beyond_the_threshold(counted):
+    model, light = floor_and_blob_model(), Light((1.0, 0.5, 2.0))
+    g = model.gaussians
+    first = model.visibility(light)
+    assert len(counted) == 1 and model.visibility(light) is first
+    distance = model._vis_cache[light].distance
+    assert distance == pytest.approx(model_module.STALE_PIXELS * shadow_pixel_size(g.means, light))
+    with torch.no_grad():
+        g.means[-1] += torch.tensor([0.9 * distance, 0.0, 0.0])  # within the threshold
+        g.opacity_logits += 0.01  # opacity change ~0.0016
+        g.log_scales += 0.02  # covariance x 1.04: whitened change 0.04 * sqrt(3) = 0.07
+    assert model.visibility(light) is first and len(counted) == 1
+    with torch.no_grad():
+        g.means[-1] += torch.tensor([0.2 * distance, 0.0, 0.0])  # 1.1 x the threshold from the snapshot
+    second = model.visibility(light)
+    assert len(counted) == 2 and second is not first
+    with torch.no_grad():
+        assert torch.equal(second, light_visibility(g.means, g.covariances(), g.opacities, light,
+                                                    bias=2.0 * g.scales.max(-1).values))
+
+
+@pytest.mark.parametrize("change,recomputes", [("opacity", True), ("scale", True), ("rotation", True),
+                                               ("small rotation", False)])
+def test_opacity_and_shape_changes_beyond_their_thresholds_recompute(counted, change, recomputes):
+    model, light = floor_and_blob_model(), Light((1.0, 0.5, 2.0))
+    g = model.gaussians
+    model.visibility(light)
+    with torch.no_grad():
+        if change == "opacity":  # 0.8 -> 0.86
+            g.opacity_logits[3] = math.log(0.86 / 0.14)
+        elif change == "scale":  # covariance x 1.21 along every axis
+            g.log_scales[3] += math.log(1.1)
+        else:  # a flat Gaussian (scales 1 : 1 : 0.25) tilted about x: the thin axis sees the big one
+            angle = 0.05 if change == "rotation" else 0.002
+            # whitened change ~ angle (s1 / s3 - s3 / s1) sqrt(2) = 5.3 angle: 0.27 (> 0.1) or 0.011
+            g.quats[3] = torch.tensor([math.cos(angle / 2), math.sin(angle / 2), 0.0, 0.0])
+    model.visibility(light)
+    assert len(counted) == (2 if recomputes else 1)
+
+
+def test_a_changed_number_of_gaussians_recomputes(counted):
+    model, light = floor_and_blob_model(), Light((1.0, 0.5, 2.0))
+    model.visibility(light)
+    g = model.gaussians
+    model.gaussians = Gaussians(torch.cat([g.means.detach(), torch.tensor([[0.5, 0.5, 0.5]])]), 0.1, 0.8)
+    vis = model.visibility(light)
+    assert len(counted) == 2 and vis.shape == (len(g) + 1,)
+
+
+def test_lights_computed_from_one_geometry_share_its_snapshot(counted):
+    model = floor_and_blob_model()
+    lights = [Light((1.0, 0.5, 2.0)), Light((-1.0, 0.5, 2.0)), Light((0.0, 1.0, 1.0), directional=True)]
+    for light in lights * 2:
+        model.visibility(light)
+    assert len(counted) == 3
+    assert len({id(model._vis_cache[light].snapshot) for light in lights}) == 1
+
+
+def test_the_cache_travels_with_the_state_dict(counted):
+    model, light = floor_and_blob_model(), Light((1.0, 0.5, 2.0))
+    first = model.visibility(light)
+    with torch.no_grad():
+        model.gaussians.means[-1] += torch.tensor([0.5 * model._vis_cache[light].distance, 0.0, 0.0])
+    state = model.state_dict()
+    restored = floor_and_blob_model()
+    restored.load_state_dict(state)  # the moved geometry and the visibility computed before the move
+    assert torch.equal(restored.visibility(light), first) and len(counted) == 1
+    old = {k: v for k, v in state.items() if k != "_extra_state"}  # a checkpoint from before the cache was saved
+    fresh = floor_and_blob_model()
+    fresh.load_state_dict(old)
+    fresh.visibility(light)
+    assert len(counted) == 2
