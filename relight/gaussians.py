@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,7 @@ class Gaussians(nn.Module):
                                   else torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=means.dtype).repeat(n, 1))
         self.log_scales = nn.Parameter(torch.log(scales.clone().to(means.dtype)))
         self.opacity_logits = nn.Parameter(torch.full((n,), math.log(opacity / (1 - opacity)), dtype=means.dtype))
+        self.watch: Callable[..., None] | None = None  # given each render's screen-space projection (densify.py)
 
     def __len__(self) -> int:
         return self.means.shape[0]

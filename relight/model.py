@@ -187,8 +187,8 @@ class RelightModel(nn.Module):
             return
         g = self.gaussians
         solid = g.means[g.opacities > 0.5].detach()
-        if solid.shape[0] == 0:
-            return
+        if solid.shape[0] == 0:  # nothing opaque yet (just after an opacity reset): all of them
+            solid = g.means.detach()
         p = light.tensor(solid)
         lo, hi = solid.min(0).values, solid.max(0).values
         if bool(((p > lo) & (p < hi)).all()):
@@ -230,7 +230,8 @@ class RelightModel(nn.Module):
                     self._transfer_cache.clear()
                 self._transfer_cache[key] = transfer(g.means, g.quats, g.scales, g.opacities, camera)
             return self._transfer_cache[key].apply(self.colors(camera, light, params))
-        img, _ = rasterize(g.means, g.quats, g.scales, g.opacities, self.colors(camera, light, params), camera)
+        img, _ = rasterize(g.means, g.quats, g.scales, g.opacities, self.colors(camera, light, params), camera,
+                           watch=g.watch)
         return img
 
 
@@ -246,7 +247,8 @@ class PlainGaussians(nn.Module):
 
     def render(self, camera: Camera, light: Light, params: LightParams | None = None) -> Tensor:  # [H, W, 3]
         g = self.gaussians
-        img, _ = rasterize(g.means, g.quats, g.scales, g.opacities, torch.sigmoid(self.color_logit), camera)
+        img, _ = rasterize(g.means, g.quats, g.scales, g.opacities, torch.sigmoid(self.color_logit), camera,
+                           watch=g.watch)
         return img
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,11 +23,17 @@ def rasterize(means: Tensor,  # [N, 3]
               colors: Tensor,  # [N, C]
               camera: Camera,
               background: Tensor | None = None,  # [C]
+              watch: Callable[[Projected], None] | None = None,
               ) -> tuple[Tensor, Tensor]:  # image [H, W, C], alpha [H, W]
-    """Render Gaussians with per-Gaussian colours; gsplat on a CUDA device, our tiled PyTorch code otherwise."""
+    """Render Gaussians with per-Gaussian colours; gsplat on a CUDA device, our tiled PyTorch code otherwise.
+
+    `watch` is handed the screen-space projection before compositing (densification reads its gradient).
+    """
     if select_backend(means.device) == "gsplat":
         return _rasterize_gsplat(means, quats, scales, opacities, colors, camera, background)
     proj = project(means, covariance_3d(quats, scales), opacities, camera)
+    if watch is not None:
+        watch(proj)
     return rasterize_projected(proj, opacities, colors, camera.width, camera.height, background)
 
 

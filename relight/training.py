@@ -17,6 +17,8 @@ from metatune.distributed import is_main
 from metatune.errors import MetatuneError
 from metatune.run_folder import RunFolder
 from relight.camera import Camera
+from relight.carve import carved_points
+from relight.densify import Densifier, DensifyConfig, scene_extent
 from relight.light import Light
 from relight.light_prior import LightPrior
 from relight.model import ModelConfig, PlainGaussians, RelightModel
@@ -29,7 +31,8 @@ CHECKPOINT = "checkpoint.pt"
 TUNER = "tuner.pt"
 STAGE1 = "stage1.pt"  # the checkpoint at the end of stage 1 (fitting), kept so that other methods can start there
 DOMAIN = "relight"
-DEFINING = ("domain", "scene", "method", "resolution", "max_points", "seed", "init_ply")  # a resume must agree
+# what a resume must agree on
+DEFINING = ("domain", "scene", "method", "resolution", "max_points", "seed", "init_ply", "densify", "max_gaussians")
 
 
 @dataclass
@@ -49,6 +52,8 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     init_ply: str | None = None  # a 3DGS .ply (graphdeco's layout, or ours) as the geometry start
+    densify: bool = True  # 3DGS's adaptive density control during fitting (relight/densify.py)
+    max_gaussians: int = 8000  # densification's budget
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -64,15 +69,15 @@ FIT_LR = {"means": 1e-3, "quats": 2e-3, "log_scales": 5e-3, "opacity_logits": 0.
 
 
 def initial_points(scene: Scene, max_points: int, seed: int) -> Tensor:  # [P, 3]
-    """The scene's points3d.ply (subsampled), or random points around the cameras' focus if it has none."""
+    """The scene's points3d.ply (subsampled), or, if it has none, random points in the images' visual hull
+    (relight/carve.py; in a box around the cameras' focus when the images have no separable background)."""
     gen = torch.Generator().manual_seed(seed)
     if scene.points is not None:
         pts = scene.points
         if pts.shape[0] > max_points:
             pts = pts[torch.randperm(pts.shape[0], generator=gen)[:max_points]]
         return pts
-    dist = torch.stack([f.camera.position.norm() for f in scene.frames]).mean()
-    return (torch.rand(max_points, 3, generator=gen) * 2 - 1) * 0.3 * dist
+    return carved_points(scene.frames, max_points, gen)
 
 
 def build(method: str, points: Tensor) -> nn.Module:
@@ -207,6 +212,12 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
     if state.get("optimizer") is not None:
         opt.load_state_dict(state["optimizer"])
     fit_total = cfg.fit_steps if cfg.method == "meta" else baseline_steps(cfg)
+    densifier = None
+    if cfg.densify and fit_done < cfg.fit_steps:  # scheduled over stage 1, which every method shares
+        extent = scene_extent(torch.stack([f.camera.position for f in scene.frames]))
+        densifier = Densifier(module, cfg.fit_steps, extent, DensifyConfig(max_gaussians=cfg.max_gaussians),
+                              seed=cfg.seed)
+        densifier.resume(fit_done, state.get("densify"))
     t0 = time.perf_counter()
 
     def checkpoint() -> None:
@@ -215,6 +226,7 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
                               "sampler_rng": list(sampler.rng.getstate()) if sampler is not None and meta_started
                               else None,
                               "elapsed": elapsed + time.perf_counter() - t0, "rng": list(rng.getstate()),
+                              "densify": densifier.state_dict() if densifier is not None else None,
                               "cameras": pack_cameras([f.camera for f in scene.frames])})
 
     meta_started = False  # the sampler's state is saved once meta-learning draws from it
@@ -232,13 +244,17 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
         if bad:  # a finite loss can still have a NaN gradient: stop before it reaches the model or a checkpoint
             raise MetatuneError(f"the gradient of {bad[0]} is not finite at fitting step {i} (the loss was "
                                 f"{float(loss.detach()):.4g}); the last good checkpoint is {run / CHECKPOINT}")
+        if densifier is not None:
+            densifier.after_backward(i, frame.camera.width, frame.camera.height)
         opt.step()
+        if densifier is not None:
+            densifier.after_step(i, opt)
         fit_done = i + 1
         if fit_done % cfg.checkpoint_every == 0 or fit_done == cfg.fit_steps:
             checkpoint()
         if fit_done == cfg.fit_steps and not isinstance(module, PlainGaussians) and is_main():
             write_bytes(run / STAGE1, (run / CHECKPOINT).read_bytes())  # (rank 0's file, under torchrun)
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}", gaussians=_count(module))
     checkpoint()
     if sampler is not None:
         meta_started = True
@@ -255,7 +271,8 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
             checkpoint()
     seconds = elapsed + time.perf_counter() - t0
     summary = {"method": cfg.method, "gaussians": _count(module), "size": list(scene.size),
-               "train_frames": len(scene.frames), "train_seconds": round(seconds, 1)}
+               "train_frames": len(scene.frames), "train_seconds": round(seconds, 1),
+               "densify": densifier.history if densifier is not None else (state.get("densify") or {}).get("history", [])}
     write_json(run / "summary.json", summary)
     return summary
 

@@ -58,12 +58,34 @@ def test_meta_run_writes_checkpoints_and_learned_step_sizes(meta_run):
 
 
 def test_resumed_training_equals_uninterrupted(scene, tmp_path):
-    training.train(scene, tmp_path / "a", cfg(method="joint", fit_steps=6, meta_steps=0), progress=False)
-    training.train(scene, tmp_path / "b", cfg(method="joint", fit_steps=3, meta_steps=0), progress=False)
-    training.train(scene, tmp_path / "b", cfg(method="joint", fit_steps=6, meta_steps=0), progress=False)
+    # extended from 3 to 6 steps (densification, scheduled over the fitting steps, is off: its schedule changes)
+    training.train(scene, tmp_path / "a", cfg(method="joint", fit_steps=6, meta_steps=0, densify=False), progress=False)
+    training.train(scene, tmp_path / "b", cfg(method="joint", fit_steps=3, meta_steps=0, densify=False), progress=False)
+    training.train(scene, tmp_path / "b", cfg(method="joint", fit_steps=6, meta_steps=0, densify=False), progress=False)
     _, a, sa = training.load_checkpoint(tmp_path / "a")
     _, b, sb = training.load_checkpoint(tmp_path / "b")
     assert sa["fit_done"] == sb["fit_done"] == 6
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6), name
+
+
+def test_a_densifying_run_resumes_to_the_uninterrupted_result(scene, tmp_path, monkeypatch):
+    c = cfg(method="joint", fit_steps=12, meta_steps=0)  # densifies at steps 2-7, resets opacities at 5
+    training.train(scene, tmp_path / "a", c, progress=False)
+    calls = {"n": 0}
+
+    def dies_at_step_8(pred, target):
+        calls["n"] += 1
+        return photometric_loss(pred, target) * (float("nan") if calls["n"] == 9 else 1.0)
+
+    monkeypatch.setattr(training, "photometric_loss", dies_at_step_8)
+    with pytest.raises(MetatuneError, match="not finite at step 8"):
+        training.train(scene, tmp_path / "b", c, progress=False)
+    monkeypatch.setattr(training, "photometric_loss", photometric_loss)
+    training.train(scene, tmp_path / "b", c, progress=False)  # from the checkpoint at step 6
+    _, a, sa = training.load_checkpoint(tmp_path / "a")
+    _, b, sb = training.load_checkpoint(tmp_path / "b")
+    assert sa["n"] == sb["n"] != 300 and len(sa["densify"]["history"]) == 6  # it did densify
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(pa, pb, atol=1e-6), name
 
@@ -182,7 +204,7 @@ def test_training_starts_from_a_3dgs_ply(scene, tmp_path):
 
     start = training.build("joint", training.initial_points(load_scene(scene), 150, 3)).model
     export_ply(start, tmp_path / "start.ply")
-    training.train(scene, tmp_path / "run", cfg(method="joint", fit_steps=3, meta_steps=0,
+    training.train(scene, tmp_path / "run", cfg(method="joint", fit_steps=3, meta_steps=0, densify=False,
                                                  init_ply=str(tmp_path / "start.ply")), progress=False)
     _, trained, _ = training.load_checkpoint(tmp_path / "run")
     assert len(trained.model.gaussians) == 150  # the file's Gaussians, not the scene's 300 points
