@@ -114,13 +114,33 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import torch
+
     from relight.ply import export_ply
-    from relight.training import load_checkpoint
-    cfg, module, _ = load_checkpoint(_run_folder(args.checkpoint))
+    from relight.training import load_checkpoint, unpack_cameras
+    cfg, module, state = load_checkpoint(_run_folder(args.checkpoint))
     if not hasattr(module, "model"):
         raise MetatuneError(f"a '{cfg.method}' run has no Phong model to export")
-    export_ply(module.model, args.out)
-    print(f"wrote {args.out} ({len(module.model)} Gaussians)")
+    model = module.model
+    if args.light is None:
+        if args.directional:
+            raise MetatuneError("--directional says how to read --light X Y Z; give --light too")
+        export_ply(model, args.out)
+        print(f"wrote {args.out} ({len(model)} Gaussians, colour = diffuse albedo)")
+        return 0
+    from relight.bake import bake_sh, facing
+    from relight.light import Light
+    light = Light(tuple(args.light), directional=args.directional)
+    model.check_light(light)
+    t0 = time.perf_counter()
+    cams = unpack_cameras(state["cameras"]) if "cameras" in state else []
+    with torch.no_grad():  # the light-dependent parameters: the prior's start, as `relight render` uses them
+        sh = bake_sh(model, light, module(), facing(model, cams))
+    kind = "directional" if light.directional else "point"
+    export_ply(model, args.out, sh, comments=["baked_light " + " ".join(f"{v:.9g}" for v in light.position)
+                                              + f" {kind}"])
+    print(f"wrote {args.out} ({len(model)} Gaussians, SH degree 3 baked under the {kind} light "
+          f"{list(light.position)} in {time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -176,9 +196,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=png_file, required=True, help="image file to write (.png)")
     add_seed_device(p)
     p.set_defaults(func=_render)
-    p = verbs.add_parser("export", help="write the Gaussians as a 3DGS .ply with Phong attributes (--out FILE.ply)")
+    p = verbs.add_parser("export", help="write the Gaussians as a 3DGS .ply with Phong attributes (--out FILE.ply); "
+                         "--light bakes the relit look into the SH colours any 3DGS viewer shows")
     add_checkpoint(p, required=True, what="trained model")
     p.add_argument("--out", type=out_file, required=True, help=".ply file to write")
+    p.add_argument("--light", type=finite_float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="bake the appearance under this light into f_dc/f_rest (SH degree 3, fitted over view "
+                   "directions); without it the colour is the diffuse albedo")
+    p.add_argument("--directional", action="store_true", help="light from direction X Y Z instead of a point")
     p.set_defaults(func=_export)
 
 
