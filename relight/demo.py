@@ -39,10 +39,12 @@ def run_demo(out: Path, cfg: DemoConfig | None = None, device: str = "cpu") -> d
     for method in ("meta", "plain"):
         run = out / f"run_{method}"
         tc = TrainConfig(method=method, resolution=cfg.resolution, fit_steps=cfg.fit_steps,
-                         meta_steps=cfg.meta_steps, max_points=cfg.points)
+                         meta_steps=cfg.meta_steps, max_points=cfg.points, max_gaussians=2 * cfg.points)
         summary = train(scene_dir, run, tc, progress=False, device=device)
         res = evaluate(run, scene_dir, out / f"metrics_{method}.json", out / f"pred_{method}", device=device)
-        metrics[method] = {"ood_psnr": res["psnr"], "ood_ssim": res["ssim"], "train_seconds": summary["train_seconds"]}
+        metrics[method] = {"ood_psnr": res["psnr"], "ood_ssim": res["ssim"], "train_seconds": summary["train_seconds"],
+                           "ood_psnr_shadow": res.get("psnr_shadow"), "ood_psnr_lit": res.get("psnr_lit"),
+                           "gaussians": summary["gaussians"]}
     test = load_scene(scene_dir, "test", cfg.resolution)
     _, module, _ = load_checkpoint(out / "run_meta", device=device)
     with torch.no_grad():
@@ -53,5 +55,6 @@ def run_demo(out: Path, cfg: DemoConfig | None = None, device: str = "cpu") -> d
     metrics["meta_adapted_1view"] = {"query_psnr_before": ad.before["psnr"], "query_psnr_after": ad.after["psnr"]}
     write_json(out / "metrics.json", metrics)
     return {"ood_psnr_meta": metrics["meta"]["ood_psnr"], "ood_psnr_plain": metrics["plain"]["ood_psnr"],
-            "ood_ssim_meta": metrics["meta"]["ood_ssim"],
+            "ood_ssim_meta": metrics["meta"]["ood_ssim"], "ood_psnr_shadow_meta": metrics["meta"]["ood_psnr_shadow"],
+            "ood_psnr_lit_meta": metrics["meta"]["ood_psnr_lit"],
             "adapt_1view_psnr": [ad.before["psnr"], ad.after["psnr"]]}

@@ -9,6 +9,7 @@ import torch
 
 from metatune.atomic import write_text
 from metatune.errors import MetatuneError
+from relight.carve import foreground
 from relight.light_prior import LightPrior
 from relight.metrics import psnr, ssim
 from relight.scene import Frame, group_by_light, load_scene, output_image_path, save_image
@@ -27,18 +28,34 @@ def prediction_paths(folder: Path, frames: list[Frame]) -> list[Path]:
 
 
 def frame_metrics(pred: torch.Tensor, frame: Frame) -> dict:
-    """PSNR and SSIM of one prediction; over the frame's mask (its query pixels) where it has one."""
+    """PSNR and SSIM of one prediction; over the frame's mask (its query pixels) where it has one. Where the
+    scene marks the ground truth's cast shadows, also the PSNR inside them and over the lit object pixels
+    (foreground outside the shadows)."""
     row = {"file_path": frame.file_path, "pl_pos": list(frame.light.position)}
+    region = torch.ones_like(frame.image[..., 0], dtype=torch.bool) if frame.mask is None else frame.mask
     if frame.mask is None:
-        return row | {"psnr": round(psnr(pred, frame.image), 4), "ssim": round(ssim(pred, frame.image), 5)}
-    return row | {"psnr": round(psnr(pred[frame.mask], frame.image[frame.mask]), 4),
-                  "ssim": round(ssim(pred, frame.image, frame.mask), 5)}
+        row |= {"psnr": round(psnr(pred, frame.image), 4), "ssim": round(ssim(pred, frame.image), 5)}
+    else:
+        row |= {"psnr": round(psnr(pred[region], frame.image[region]), 4),
+                "ssim": round(ssim(pred, frame.image, region), 5)}
+    if frame.shadow is not None:
+        fg = foreground(frame)
+        shadow = frame.shadow & region
+        lit = ~frame.shadow & region & (fg if fg is not None else True)
+        for name, where in (("psnr_shadow", shadow), ("psnr_lit", lit)):
+            row[name] = round(psnr(pred[where], frame.image[where]), 4) if bool(where.any()) else None
+    return row
 
 
 def _summary(per_frame: list[dict]) -> dict:
     n = len(per_frame)
-    return {"frames": n, "psnr": round(sum(f["psnr"] for f in per_frame) / n, 4),
-            "ssim": round(sum(f["ssim"] for f in per_frame) / n, 5)}
+    out = {"frames": n, "psnr": round(sum(f["psnr"] for f in per_frame) / n, 4),
+           "ssim": round(sum(f["ssim"] for f in per_frame) / n, 5)}
+    for key in ("psnr_shadow", "psnr_lit"):
+        vals = [f[key] for f in per_frame if f.get(key) is not None]
+        if vals:
+            out[key] = round(sum(vals) / len(vals), 4)
+    return out
 
 
 def evaluate(run: Path, scene_dir: Path, out: Path | None = None, images: Path | None = None,

@@ -104,6 +104,20 @@ def surface_points(cfg: MujocoSceneConfig, rng: np.random.Generator) -> np.ndarr
     return (pts + rng.normal(scale=cfg.point_noise, size=pts.shape)).astype(np.float32)
 
 
+SHADOW_STEP = 0.02  # a pixel is in cast shadow where removing shadows brightens it by more than this
+
+
+def _render(renderer, data, resolution: int, supersample: int) -> np.ndarray:  # [H, W, 3] in [0, 1]
+    renderer.update_scene(data, camera="cam")
+    img = renderer.render().astype(np.float32) / 255.0
+    return img.reshape(resolution, supersample, resolution, supersample, 3).mean((1, 3))
+
+
+def shadow_mask(img: np.ndarray, unshadowed: np.ndarray) -> np.ndarray:  # [H, W] float 0/1
+    """Cast-shadow pixels: those that the same render without shadow casting shows brighter."""
+    return ((unshadowed - img).max(-1) > SHADOW_STEP).astype(np.float32)
+
+
 def generate_mujoco_scene(out: Path, cfg: MujocoSceneConfig | None = None) -> Path:
     """Write a full OLAT scene (both splits, images, points3d.ply) rendered by MuJoCo into `out`."""
     from metatune import MetatuneError
@@ -135,12 +149,15 @@ def generate_mujoco_scene(out: Path, cfg: MujocoSceneConfig | None = None) -> Pa
                 model.light_pos[0] = lp
                 model.light_dir[0] = (np.array([0.0, 0.0, 0.2]) - lp) / np.linalg.norm(np.array([0.0, 0.0, 0.2]) - lp)
                 mujoco.mj_forward(model, data)
-                renderer.update_scene(data, camera="cam")
-                img = renderer.render().astype(np.float32) / 255.0
-                img = img.reshape(lay.resolution, supersample, lay.resolution, supersample, 3).mean((1, 3))
+                img = _render(renderer, data, lay.resolution, supersample)
+                model.light_castshadow[0] = 0  # the same frame without cast shadows: where it is brighter
+                unshadowed = _render(renderer, data, lay.resolution, supersample)
+                model.light_castshadow[0] = 1
                 name = f"{split}/r_{i:03d}"
                 save_image(out / f"{name}.png", img)
-                frames.append({"file_path": f"./{name}", "transform_matrix": c2w.tolist(), "pl_pos": list(light)})
+                save_image(out / f"{name}_shadow.png", shadow_mask(img, unshadowed)[..., None].repeat(3, -1))
+                frames.append({"file_path": f"./{name}", "transform_matrix": c2w.tolist(), "pl_pos": list(light),
+                               "shadow_mask": f"./{name}_shadow"})
             write_transforms(out / f"transforms_{split}.json", lay.camera_angle_x, frames)
     finally:
         renderer.close()

@@ -132,6 +132,22 @@ def render_view(mesh: SceneMesh, cam: Camera, light: Light, cfg: P3DSceneConfig,
     return img.clamp(0, 1)
 
 
+def cast_shadow(mesh: SceneMesh, cam: Camera, light: Light, cfg: P3DSceneConfig,
+                smap: tuple[Camera, Tensor]) -> Tensor:  # [H, W] bool
+    """Pixels whose surface faces the light but is hidden from it by the shadow map: the cast shadows."""
+    from pytorch3d.ops import interpolate_face_attributes
+    frag = _rasterize(mesh.verts, mesh.faces, cam)
+    interp = lambda a: interpolate_face_attributes(frag.pix_to_face, frag.bary_coords, a[mesh.faces])[0, :, :, 0]  # noqa: E731
+    hit = frag.pix_to_face[0, :, :, 0] >= 0
+    p = interp(mesh.verts)[hit]
+    n = torch.nn.functional.normalize(interp(mesh.normals), dim=-1)[hit]
+    seen = torch.where((n * (cam.position - p)).sum(-1, keepdim=True) < 0, -n, n)  # as blinn_phong shades it
+    facing = (seen * light.incidence(p)[0]).sum(-1) > 0
+    out = torch.zeros(cam.height, cam.width, dtype=torch.bool)
+    out[hit] = facing & ~lit_by(p, n, smap, cfg)
+    return out
+
+
 def surface_points(verts: Tensor, faces: Tensor, n: int, noise: float, seed: int) -> np.ndarray:  # [n, 3]
     """Area-weighted samples on the mesh's upward-or-outward surfaces (the floor's underside excluded)."""
     gen = torch.Generator().manual_seed(seed)
@@ -171,9 +187,13 @@ def generate_pytorch3d_scene(out: Path, cfg: P3DSceneConfig | None = None) -> Pa
             smap, bounce = per_light[light]
             img = render_view(mesh, cam, Light(light), cfg, bounce, smap)
             img = img.reshape(lay.resolution, ss, lay.resolution, ss, 3).mean((1, 3))
+            shadow = cast_shadow(mesh, cam, Light(light), cfg, smap).float()
+            shadow = (shadow.reshape(lay.resolution, ss, lay.resolution, ss).mean((1, 3)) > 0.5).float()
             name = f"{split}/r_{i:03d}"
             save_image(out / f"{name}.png", img)
-            frames.append({"file_path": f"./{name}", "transform_matrix": poses[ci].tolist(), "pl_pos": list(light)})
+            save_image(out / f"{name}_shadow.png", shadow[..., None].repeat(1, 1, 3))
+            frames.append({"file_path": f"./{name}", "transform_matrix": poses[ci].tolist(), "pl_pos": list(light),
+                           "shadow_mask": f"./{name}_shadow"})
         write_transforms(out / f"transforms_{split}.json", lay.camera_angle_x, frames)
     if cfg.n_points > 0:  # 0: no point cloud (a capture without a reconstruction)
         write_points_ply(out / "points3d.ply", surface_points(mesh.verts, mesh.faces, cfg.n_points, cfg.point_noise, lay.seed))

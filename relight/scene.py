@@ -29,12 +29,14 @@ class Frame:
     light: Light
     alpha: Tensor | None = None  # [H, W] in [0, 1]
     mask: Tensor | None = None  # [H, W] bool: the pixels a loss on this frame counts (None: all; see tasks.py)
+    shadow: Tensor | None = None  # [H, W] bool: the ground truth's cast shadows, where a generator wrote them
 
     def to(self, device: torch.device | str) -> "Frame":
         """The same frame with its image, camera, alpha and mask on `device`."""
         return replace(self, image=self.image.to(device), camera=self.camera.to(device),
                        alpha=None if self.alpha is None else self.alpha.to(device),
-                       mask=None if self.mask is None else self.mask.to(device))
+                       mask=None if self.mask is None else self.mask.to(device),
+                       shadow=None if self.shadow is None else self.shadow.to(device))
 
 
 @dataclass
@@ -189,20 +191,34 @@ def load_scene(root: Path | str, split: str = "train", resolution: int | None = 
                                 "must have one size")
         rgb, alpha = _to_rgb(img, path)
         h0, w0 = rgb.shape[:2]
+        shadow = _shadow_mask(root, fr["shadow_mask"], where, (h0, w0)) if "shadow_mask" in fr else None
         w, h = resized_size(w0, h0, resolution)
         if (w, h) != (w0, h0):
             import cv2
             rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
             alpha = None if alpha is None else cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA)
+            shadow = None if shadow is None else cv2.resize(shadow, (w, h), interpolation=cv2.INTER_AREA)
         assert k is not None
         fx, fy, cx, cy = k
         sx, sy = w / w0, h / h0
         cam = Camera(torch.from_numpy(matrix).float(), fx * sx, fy * sy, cx * sx, cy * sy, w, h)
         frames.append(Frame(fp, torch.from_numpy(np.ascontiguousarray(rgb)), cam, Light(pos, power=power),
-                            None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha))))
+                            None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha)),
+                            shadow=None if shadow is None else torch.from_numpy(shadow > 0.5)))
     ply = root / "points3d.ply"
     points = torch.from_numpy(read_points_ply(ply)) if ply.is_file() else None
     return Scene(root, frames, points)
+
+
+def _shadow_mask(root: Path, file_path: object, where: str, size: tuple[int, int]) -> np.ndarray:  # [H, W] 0-1
+    """A frame's `shadow_mask` image (our generators write one: white where the ground truth is in cast shadow)."""
+    path = image_path(root, str(file_path), f"{where}: shadow_mask")
+    if not path.is_file():
+        raise MetatuneError(f"{where}: shadow_mask points at missing image {path}")
+    rgb, _ = _to_rgb(read_image(path), path)
+    if rgb.shape[:2] != size:
+        raise MetatuneError(f"{path}: shadow mask is {rgb.shape[1]}x{rgb.shape[0]}, its image {size[1]}x{size[0]}")
+    return np.ascontiguousarray(rgb.max(-1))
 
 
 def _to_rgb(img: np.ndarray, path: Path | str = "image",

@@ -134,3 +134,39 @@ def test_bleed_scene_colour_bleeding_follows_the_light():
     lit = render_view(mesh, cam, light, cfg, vertex_indirect(mesh, transfer, light, cfg))
     local = render_view(mesh, cam, light, cfg)
     assert (lit >= local - 1e-6).all() and float((lit - local)[..., 0].max()) > 0.05  # red light added
+
+
+def test_generators_mark_the_cast_shadows(mj_scene, tmp_path):
+    # MuJoCo: the pixels its own renderer brightens when the light stops casting shadows
+    frames = load_scene(mj_scene, "test").frames
+    for f in frames:
+        assert f.shadow is not None and f.shadow.shape == f.image.shape[:2]
+        frac = float(f.shadow.float().mean())
+        assert 0.0 < frac < 0.5
+        lit_floor = f.image.max(-1).values[~f.shadow & (f.image.max(-1).values > 0)]
+        assert float(f.image[f.shadow].max(-1).values.mean()) < float(lit_floor.median())  # shadows are dark
+    # PyTorch3D: surface facing the light but behind the shadow map's nearest surface
+    root = generate_pytorch3d_scene(tmp_path / "p3d", P3DSceneConfig(layout=TINY, n_points=0))
+    assert not (root / "points3d.ply").exists()
+    for f in load_scene(root, "test").frames:
+        assert f.shadow is not None and 0.0 < float(f.shadow.float().mean()) < 0.5
+
+
+def test_shadow_and_lit_psnr_are_measured_on_their_own_pixels():
+    from relight.camera import Camera, look_at
+    from relight.evaluation import frame_metrics
+    from relight.light import Light
+    from relight.scene import Frame
+    img = torch.full((16, 16, 3), 0.5)
+    img[:, :4] = 0.0  # background
+    shadow = torch.zeros(16, 16, dtype=torch.bool)
+    shadow[8:, 8:] = True
+    cam = Camera.from_fov(look_at(torch.tensor([0.0, -3.0, 1.0]), torch.zeros(3)), 0.7, 16, 16)
+    frame = Frame("f", img, cam, Light((0.0, 0.0, 3.0)), shadow=shadow)
+    pred = img.clone()
+    pred[shadow] += 0.1  # wrong only in the shadow: lit is exact, shadow 20 dB
+    row = frame_metrics(pred, frame)
+    assert row["psnr_lit"] == float("inf") and row["psnr_shadow"] == pytest.approx(20.0, abs=1e-3)
+    pred[:, :2] = 1.0  # background errors count in neither (the background is not lit object)
+    row = frame_metrics(pred, frame)
+    assert row["psnr_lit"] == float("inf") and row["psnr"] < 20.0
