@@ -15,14 +15,15 @@ from relight.shading import blinn_phong
 from relight.transfer import Transfer, transfer
 from relight.visibility import light_visibility, shadow_pixel_size
 
-# When a light's cached visibility is recomputed (docs/relight.md, "Shadows: computed once, updated on moves"):
-# when N changes, or since the geometry it was computed from, a mean moved more than STALE_PIXELS pixels of that
-# light's shadow map (at the scene's depth), an opacity changed by more than STALE_OPACITY (a splat's alpha then
-# changes by at most as much), or a covariance changed by a factor beyond 1 +- STALE_COVARIANCE (whitened: the
-# exponent of every splat then scales within 1 +- 0.1, its alpha changes by at most 0.1 / e = 0.037).
+# When a light's cached visibility is recomputed (docs/relight.md, "Shadows: computed once per light"): when N
+# changes, or since the geometry it was computed from a mean moved more than STALE_PIXELS pixels of that light's
+# shadow map (at the scene's depth: below the map's sampling step), or a splat's alpha may have changed anywhere
+# by more than STALE_ALPHA: an opacity by more than that, or a covariance by a factor outside 1 +- e STALE_ALPHA
+# (the exponent x = d' S^-1 d / 2 then scales as much, and to first order o |exp(-x (1 + eps)) - exp(-x)| <= eps / e).
 STALE_PIXELS = 0.5
-STALE_OPACITY = 0.05
-STALE_COVARIANCE = 0.1
+STALE_ALPHA = 0.05
+STALE_OPACITY = STALE_ALPHA
+STALE_COVARIANCE = math.e * STALE_ALPHA
 
 # Light-dependent parameters of one light condition (what the inner loop adapts):
 #   log_intensity [3]: light colour times power;  shadow [N]: logit correction of the visibility;
@@ -66,11 +67,14 @@ class GeometrySnapshot:
                 return True
             if bool(((g.opacities - self.opacities).abs() > STALE_OPACITY).any()):
                 return True
+            if not bool((self.chol.diagonal(dim1=-2, dim2=-1) > 0).all()):
+                return True  # a degenerate covariance when taken
             half = torch.linalg.solve_triangular(self.chol, g.covariances(), upper=False)  # L^-1 S
             white = torch.linalg.solve_triangular(self.chol, half.transpose(-1, -2), upper=False)  # L^-1 S L^-T
-            eye = torch.eye(3, dtype=white.dtype, device=white.device)
-            change = (white - eye).flatten(1).norm(dim=-1)  # Frobenius >= the largest relative eigen-change
-            return not bool((change <= STALE_COVARIANCE).all())  # NaN (a degenerate covariance) counts as moved
+            if not bool(torch.isfinite(white).all()):
+                return True
+            change = (torch.linalg.eigvalsh(0.5 * (white + white.transpose(-1, -2))) - 1).abs().amax(-1)
+            return bool((change > STALE_COVARIANCE).any())  # S_new outside (1 +- STALE_COVARIANCE) S_old
 
 
 @dataclass

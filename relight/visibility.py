@@ -20,7 +20,7 @@ from relight.light import Light
 from relight.projection import ALPHA_MAX, ALPHA_MIN, Projected, project
 
 SHADOW_RES = 256  # light-view image size: sets the resolution of the screen-space footprints
-CHUNK = 1 << 21  # candidate (pixel, Gaussian) pairs evaluated at once
+CHUNK = 1 << 19  # candidate (pixel, Gaussian) pairs evaluated at once (~60 MB of temporaries)
 
 
 def light_camera(means: Tensor,  # [N, 3]

@@ -262,7 +262,7 @@ def test_visibility_is_reused_until_the_geometry_moves_beyond_the_threshold(coun
     with torch.no_grad():
         g.means[-1] += torch.tensor([0.9 * distance, 0.0, 0.0])  # within the threshold
         g.opacity_logits += 0.01  # opacity change ~0.0016
-        g.log_scales += 0.02  # covariance x 1.04: whitened change 0.04 * sqrt(3) = 0.07
+        g.log_scales += 0.02  # covariance x 1.04: within 1 +- 0.136
     assert model.visibility(light) is first and len(counted) == 1
     with torch.no_grad():
         g.means[-1] += torch.tensor([0.2 * distance, 0.0, 0.0])  # 1.1 x the threshold from the snapshot
@@ -282,11 +282,12 @@ def test_opacity_and_shape_changes_beyond_their_thresholds_recompute(counted, ch
     with torch.no_grad():
         if change == "opacity":  # 0.8 -> 0.86
             g.opacity_logits[3] = math.log(0.86 / 0.14)
-        elif change == "scale":  # covariance x 1.21 along every axis
+        elif change == "scale":  # covariance x 1.21 along every axis: beyond 1 +- 0.136
             g.log_scales[3] += math.log(1.1)
         else:  # a flat Gaussian (scales 1 : 1 : 0.25) tilted about x: the thin axis sees the big one
             angle = 0.05 if change == "rotation" else 0.002
-            # whitened change ~ angle (s1 / s3 - s3 / s1) sqrt(2) = 5.3 angle: 0.27 (> 0.1) or 0.011
+            # whitened covariance I + angle (s1 / s3 - s3 / s1) [[0, 1], [1, 0]] in (y, z): eigenvalues 1 +- 3.75 angle,
+            # 0.19 (> 0.136) or 0.0075
             g.quats[3] = torch.tensor([math.cos(angle / 2), math.sin(angle / 2), 0.0, 0.0])
     model.visibility(light)
     assert len(counted) == (2 if recomputes else 1)
