@@ -14,6 +14,7 @@ from metatune.verb_args import (
     add_force,
     add_out,
     add_seed_device,
+    add_threads,
     finite_float,
     nonnegative_int,
     positive_int,
@@ -27,16 +28,21 @@ VERBS = ("generate", "train", "evaluate", "adapt", "render", "export")
 
 def _generate(args: argparse.Namespace) -> int:
     from relight.generate import generate_scene
-    generate_scene(args.out, args.preset, resolution=args.resolution, seed=args.seed)
+    generate_scene(args.out, args.preset, resolution=args.resolution, seed=args.seed, layout_name=args.layout,
+                   points=not args.no_points)
     print(f"wrote scene {args.out}")
     return 0
 
 
 def _device(args: argparse.Namespace) -> torch.device:
-    """--device as a torch.device; a CUDA device that is not here is an error before anything runs. On CUDA the
-    full renders go through gsplat (relight.rasterize says so if it is missing); the rest is device-agnostic."""
+    """--device as a torch.device (a CUDA device that is not here is an error before anything runs), and
+    --threads applied. On CUDA the full renders go through gsplat (relight.rasterize says so if it is
+    missing); the rest is device-agnostic."""
+    from metatune.threads import apply_threads
     from metatune.verb_args import torch_device
-    return torch_device(args.device)
+    device = torch_device(args.device)
+    apply_threads(args.threads)
+    return device
 
 
 def _run_folder(path: Path) -> Path:
@@ -155,6 +161,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="glossy | matte (MuJoCo) | p3d | bleed (PyTorch3D; bleed: coloured walls, one bounce of "
                    "interreflection)")
     p.add_argument("--resolution", type=resolution, default=64)
+    p.add_argument("--layout", choices=("olat", "moving"), default="olat",
+                   help="olat: 16 training lights x 4 views; moving: one view per light (64 train, 8 test), as "
+                   "MetaGS's and NRHints' captures")
+    p.add_argument("--no-points", action="store_true", help="write no points3d.ply (training starts from random "
+                   "points)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_generate)
     p = verbs.add_parser("train", help="train on the train split of a scene (resumes from RUN/checkpoint.pt)")
@@ -169,6 +180,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-ply", type=existing_file, default=None,
                    help="start from a 3D Gaussian splatting .ply (graphdeco's layout) instead of points3d.ply")
     add_seed_device(p)
+    add_threads(p)
     add_force(p)
     p.set_defaults(func=_train)
     p = verbs.add_parser("evaluate", help="PSNR/SSIM on the test split (unseen lights)")
@@ -177,6 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_out(p, None)
     p.add_argument("--save-images", action="store_true", help="also save predictions under OUT/predictions/")
     add_seed_device(p)
+    add_threads(p)
     p.set_defaults(func=_evaluate)
     p = verbs.add_parser("adapt", help="few-shot adaptation to one test light from k of its images")
     add_checkpoint(p, required=True, what="trained model")
@@ -186,6 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=nonnegative_int, default=None, help="adaptation steps (default: the training's)")
     add_out(p, None)
     add_seed_device(p)
+    add_threads(p)
     p.set_defaults(func=_adapt)
     p = verbs.add_parser("render", help="render a training camera under a new light (one image: --out FILE.png)")
     add_checkpoint(p, required=True, what="trained model")
@@ -195,6 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=resolution, default=None, help="longer image side (default: the training's)")
     p.add_argument("--out", type=png_file, required=True, help="image file to write (.png)")
     add_seed_device(p)
+    add_threads(p)
     p.set_defaults(func=_render)
     p = verbs.add_parser("export", help="write the Gaussians as a 3DGS .ply with Phong attributes (--out FILE.ply); "
                          "--light bakes the relit look into the SH colours any 3DGS viewer shows")
