@@ -1,6 +1,7 @@
 """Render OLAT scenes with MuJoCo (off-screen; shadow-casting spot lights with 1/r^2 attenuation, specular)."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from metatune.atomic import write_text
 from metatune.mujoco_loader import load_mujoco
 from relight.pointcloud import write_points_ply
 from relight.scene import save_image, write_transforms
@@ -30,6 +32,8 @@ class MujocoSceneConfig:
     floor_half: float = 1.0
     light_power: float = 3.5  # diffuse colour of the light; irradiance falls as power / r^2
     n_points: int = 2500  # size of the initial point cloud (as a reconstruction would give)
+    hidden_power: tuple[float, float] | None = None  # per-light power factor range (log-uniform), not written
+    hidden_tint: float = 0.0  # per-light, per-channel colour factor 1 +- this (uniform), not written
     point_noise: float = 0.005
 
 
@@ -134,6 +138,8 @@ def generate_mujoco_scene(out: Path, cfg: MujocoSceneConfig | None = None) -> Pa
     poses = camera_poses(lay)
     supersample = 2
     renderer = mujoco.Renderer(model, lay.resolution * supersample, lay.resolution * supersample)
+    hidden: dict[tuple, np.ndarray] = {}  # light -> its RGB power factor (all ones unless the config varies them)
+    rng_hidden = np.random.default_rng(lay.seed + 100)
     try:
         for split in ("train", "test"):
             (out / split).mkdir(exist_ok=True)
@@ -148,6 +154,9 @@ def generate_mujoco_scene(out: Path, cfg: MujocoSceneConfig | None = None) -> Pa
                 lp = np.array(light)
                 model.light_pos[0] = lp
                 model.light_dir[0] = (np.array([0.0, 0.0, 0.2]) - lp) / np.linalg.norm(np.array([0.0, 0.0, 0.2]) - lp)
+                factor = hidden.setdefault(tuple(light), light_factor(cfg, rng_hidden))
+                model.light_diffuse[0] = cfg.light_power * factor
+                model.light_specular[0] = cfg.light_power / 3 * factor
                 mujoco.mj_forward(model, data)
                 img = _render(renderer, data, lay.resolution, supersample)
                 model.light_castshadow[0] = 0  # the same frame without cast shadows: where it is brighter
@@ -163,4 +172,13 @@ def generate_mujoco_scene(out: Path, cfg: MujocoSceneConfig | None = None) -> Pa
         renderer.close()
     if cfg.n_points > 0:  # 0: no point cloud (a capture without a reconstruction)
         write_points_ply(out / "points3d.ply", surface_points(cfg, np.random.default_rng(lay.seed)))
+    if cfg.hidden_power is not None or cfg.hidden_tint:  # for the analysis only: no loader reads it
+        write_text(out / "hidden_lights.json", json.dumps([{"pl_pos": list(k), "rgb_factor": v.tolist()}
+                                                           for k, v in hidden.items()], indent=1))
     return out
+
+
+def light_factor(cfg: MujocoSceneConfig, rng: np.random.Generator) -> np.ndarray:  # [3]
+    """A light's hidden RGB power factor: log-uniform power in `hidden_power` times a tint 1 +- `hidden_tint`."""
+    power = 1.0 if cfg.hidden_power is None else math.exp(rng.uniform(*np.log(cfg.hidden_power)))
+    return power * (1.0 + rng.uniform(-cfg.hidden_tint, cfg.hidden_tint, 3)) if cfg.hidden_tint else np.full(3, power)
