@@ -1,4 +1,10 @@
-"""Relighting benchmarks: rasterizer speed (CPU; GPU via gsplat when there is one) and OOD-light quality.
+"""Relighting benchmarks: rasterizer speed (CPU; GPU via gsplat when there is one), shadows, and OOD-light quality.
+
+Shadows: one light's visibility (`light_visibility`, the deep opacity map) at 2k-100k Gaussians against the
+exact pairwise reference up to 50k, CPU seconds (process_time) on 1 and 2 threads (2 also with idle OpenMP
+threads sleeping) and peak memory, each size in a subprocess of its own (peak resident memory from
+/proc/self/status VmHWM, reset before the call). Scenes: Gaussians on surfaces (a sphere over a floor) and a
+volume of `random_gaussians`.
 
 Quality: on generated scenes (glossy MuJoCo scene with cast shadows, matte MuJoCo scene, PyTorch3D scene,
 PyTorch3D scene with one bounce of coloured interreflection, which the model's local shading cannot explain)
@@ -10,8 +16,13 @@ Writes a table to stdout and JSON to benchmarks/results/relight.json and to --ou
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
+import os
 import platform
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,13 +34,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from metatune.atomic import write_text  # noqa: E402
 from relight.camera import Camera, look_at  # noqa: E402
 from relight.evaluation import adapt, evaluate  # noqa: E402
+from relight.gaussians import covariance_3d  # noqa: E402
 from relight.generate import generate_scene  # noqa: E402
+from relight.light import Light  # noqa: E402
+from relight.model import RelightModel  # noqa: E402
 from relight.rasterize import rasterize  # noqa: E402
 from relight.rasterize_reference import rasterize_reference  # noqa: E402
 from relight.scene import group_by_light, load_scene  # noqa: E402
 from relight.scene_layout import LayoutConfig  # noqa: E402
 from relight.training import STAGE1, TrainConfig, fork_stage1, train  # noqa: E402
 from relight.transfer import transfer  # noqa: E402
+from relight.visibility import light_visibility, splat_count  # noqa: E402
+from relight.visibility_exact import light_visibility_exact  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESETS = ("glossy", "matte", "p3d", "bleed")
@@ -102,6 +118,120 @@ def speed(quick: bool) -> list[dict]:
     return rows
 
 
+SHADOW_LIGHT = Light((2.0, 1.5, 3.0))
+SHADOW_SCENES = ("surface", "volume")
+
+
+def shadow_scene(kind: str, n: int, seed: int = 0) -> tuple:
+    """Means, covariances, opacities and the model's bias (2 x largest scale) of n Gaussians.
+
+    surface: a sphere (radius 0.5, centre 0.8 above) over a 3 x 3 floor, points uniform on the surfaces,
+    the model's own Gaussians (flat, tangent scale = point spacing, opacity 0.8); volume: `random_gaussians`
+    (a cloud of std 0.4, scales 0.005-0.025 whatever n: footprints that do not shrink as n grows).
+    """
+    if kind == "volume":
+        means, quats, scales, opac, _ = [t.detach() for t in random_gaussians(n, "cpu", seed)]
+        return means, covariance_3d(quats, scales), opac, 2.0 * scales.max(-1).values
+    gen = torch.Generator().manual_seed(seed)
+    floor_area, sphere_area = 9.0, math.pi  # 4 pi 0.5^2
+    n_sphere = round(n * sphere_area / (floor_area + sphere_area))
+    floor = torch.cat([torch.rand(n - n_sphere, 2, generator=gen) * 3 - 1.5, torch.zeros(n - n_sphere, 1)], 1)
+    out = torch.randn(n_sphere, 3, generator=gen)
+    out = out / out.norm(dim=1, keepdim=True)
+    points = torch.cat([floor, 0.5 * out + torch.tensor([0.0, 0.0, 0.8])])
+    normals = torch.cat([torch.tensor([[0.0, 0.0, 1.0]]).expand(n - n_sphere, 3), out])
+    g = RelightModel(points, normals, torch.full((n,), math.sqrt((floor_area + sphere_area) / n))).gaussians
+    with torch.no_grad():
+        return g.means.clone(), g.covariances(), g.opacities, 2.0 * g.scales.max(-1).values
+
+
+def _memory_kb(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def shadow_worker(kind: str, method: str, n: int, threads: int, repeats: int) -> dict:
+    """One light's visibility of one scene in this process: CPU and wall seconds (median of `repeats`) and the
+    peak resident memory above the resident memory just before the call (the largest over the repeats)."""
+    torch.set_num_threads(threads)
+    fn = light_visibility if method == "new" else light_visibility_exact
+    with torch.no_grad():
+        means, covs, opac, bias = shadow_scene(kind, 500)
+        fn(means, covs, opac, SHADOW_LIGHT, bias=bias)  # one-time costs (lazy kernels, allocator) out of the timing
+        means, covs, opac, bias = shadow_scene(kind, n)
+        cpu, wall, above, peak = [], [], [], 0
+        for _ in range(repeats):
+            vis = None
+            gc.collect()
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+            rss = _memory_kb("VmRSS")
+            c0, w0 = time.process_time(), time.perf_counter()
+            vis = fn(means, covs, opac, SHADOW_LIGHT, bias=bias)
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+            above.append(_memory_kb("VmHWM") - rss)
+            peak = max(peak, _memory_kb("VmHWM"))
+        row = {"scene": kind, "method": method, "gaussians": n, "threads": threads, "repeats": repeats,
+               "cpu_s": round(sorted(cpu)[len(cpu) // 2], 3), "cpu_min_s": round(min(cpu), 3),
+               "wall_s": round(sorted(wall)[len(wall) // 2], 3), "peak_above_start_mb": round(max(above) / 1024, 1),
+               "peak_process_mb": round(peak / 1024, 1)}
+        if method == "new":
+            pairs = splat_count(means, covs, opac, SHADOW_LIGHT)
+            row |= {"pairs": pairs, "pairs_per_gaussian": round(pairs / n, 1)}
+        else:  # agreement with the deep opacity map
+            diff = (light_visibility(means, covs, opac, SHADOW_LIGHT, bias=bias) - vis).abs()
+            row |= {"mean_abs_diff": round(float(diff.mean()), 4), "max_abs_diff": round(float(diff.max()), 4),
+                    "mean_visibility": round(float(vis.mean()), 4)}
+    return row
+
+
+# (threads, OMP_WAIT_POLICY): torch's default lets idle OpenMP threads spin, which process_time counts as CPU;
+# PASSIVE puts them to sleep, so on a shared machine its CPU seconds are the work, not the wait for a core.
+SHADOW_THREADS = ((1, None), (2, None), (2, "PASSIVE"))
+
+
+def shadows(quick: bool) -> list[dict]:
+    """Every (scene, size, threads, method) in a subprocess of its own, so that peak memory is per call."""
+    sizes = [2000, 10000, 50000, 100000]
+    exact_max = {"surface": 10000 if quick else 50000, "volume": 10000}
+    rows = []
+    for kind in SHADOW_SCENES:
+        for n in sizes:
+            for threads, wait in SHADOW_THREADS:
+                for method in ("new", "exact"):
+                    if method == "exact" and n > exact_max[kind]:
+                        continue
+                    env = os.environ | {"OMP_NUM_THREADS": str(threads)}
+                    if wait:
+                        env["OMP_WAIT_POLICY"] = wait
+                    else:
+                        env.pop("OMP_WAIT_POLICY", None)
+                    repeats = 1 if method == "exact" and n > 10000 else 3
+                    cmd = [sys.executable, __file__, "--shadow-worker", kind, method, str(n), str(threads), str(repeats)]
+                    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+                    if done.returncode != 0:
+                        rows.append({"scene": kind, "method": method, "gaussians": n, "threads": threads,
+                                     "error": done.stderr.strip()[-300:]})
+                    else:
+                        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                    rows[-1]["omp_wait"] = wait or "default"
+                    print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def print_shadows(rows: list[dict]) -> None:
+    by = {(r["scene"], r["gaussians"], r["threads"], r["omp_wait"], r["method"]): r for r in rows if "error" not in r}
+    print(f"{'scene':7} {'N':>7} {'thr':>3} {'wait':>7} {'new CPU s':>9} {'wall s':>7} {'+MB':>6} {'peak MB':>7} "
+          f"{'pairs/N':>7} {'exact CPU s':>11} {'+MB':>7} {'exact/new':>9} {'mean|d|':>7} {'max|d|':>6}")
+    for (kind, n, threads, wait, method), r in by.items():
+        if method != "new":
+            continue
+        e = by.get((kind, n, threads, wait, "exact"))
+        ex = (f"{e['cpu_s']:11.3f} {e['peak_above_start_mb']:7.1f} {e['cpu_s'] / max(r['cpu_s'], 1e-9):9.1f} "
+              f"{e['mean_abs_diff']:7.4f} {e['max_abs_diff']:6.3f}") if e else f"{'-':>11} {'-':>7} {'-':>9}"
+        print(f"{kind:7} {n:7d} {threads:3d} {wait:>7} {r['cpu_s']:9.3f} {r['wall_s']:7.3f} "
+              f"{r['peak_above_start_mb']:6.1f} {r['peak_process_mb']:7.1f} {r['pairs_per_gaussian']:7.1f} {ex}")
+
+
 def adapted(run: Path, scene: Path, views: int) -> dict:
     """Query PSNR/SSIM after adapting to each test light on `views` of its images, mean over lights."""
     n_lights = len(group_by_light(load_scene(scene, "test").frames))
@@ -145,10 +275,11 @@ def quality(quick: bool, resolution: int, work: Path, presets: list[str], method
 
 
 def merge_results(old: dict, new: dict) -> dict:
-    """New results over old ones: the speed table if measured, quality rows by (scene, method, resolution)."""
+    """New results over old ones: the speed and shadow tables if measured, quality rows by (scene, method,
+    resolution)."""
     key = lambda r: (r["scene"], r["method"], r.get("resolution"))  # noqa: E731
     rows = {key(r): r for r in old.get("quality", [])} | {key(r): r for r in new.get("quality", [])}
-    merged = {k: v for k, v in old.items() if k == "speed"} | new
+    merged = {k: v for k, v in old.items() if k in ("speed", "shadows", "shadows_load")} | new
     if rows:
         merged["quality"] = list(rows.values())
     return merged
@@ -157,12 +288,17 @@ def merge_results(old: dict, new: dict) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer sizes and steps")
-    ap.add_argument("--only", choices=["speed", "quality"], default=None)
+    ap.add_argument("--only", choices=["speed", "shadows", "quality"], default=None)
     ap.add_argument("--resolution", type=int, default=128, help="training resolution of the quality runs")
     ap.add_argument("--scenes", nargs="+", default=list(PRESETS), choices=PRESETS)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--shadow-worker", nargs=5, default=None, help=argparse.SUPPRESS)  # scene method n threads reps
     args = ap.parse_args()
+    if args.shadow_worker:
+        kind, method, n, threads, repeats = args.shadow_worker
+        print(json.dumps(shadow_worker(kind, method, int(n), int(threads), int(repeats))))
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "quick": args.quick}
@@ -174,6 +310,14 @@ def main() -> int:
                 print(f"{r['device']:6} {r['resolution']:4d} {r['gaussians']:6d} {r['forward_s']:8.4f} {r['backward_s']:8.4f}")
             else:
                 print(json.dumps(r))
+    if args.only in (None, "shadows"):
+        load = os.getloadavg()
+        result["shadows"] = shadows(args.quick)
+        result["shadows_load"] = {"before": [round(x, 2) for x in load],
+                                  "after": [round(x, 2) for x in os.getloadavg()]}
+        print_shadows(result["shadows"])
+        print(f"load average (1, 5, 15 min) before {result['shadows_load']['before']}, "
+              f"after {result['shadows_load']['after']}")
     if args.only in (None, "quality"):
         result["quality"] = quality(args.quick, args.resolution, RESULTS / "relight_work", args.scenes, args.methods)
         print(f"{'scene':7} {'method':6} {'OOD PSNR':>9} {'SSIM':>6} {'train-light':>11} {'1-shot PSNR':>11} "
