@@ -1,7 +1,9 @@
-"""Differentiable Gaussian splatting: depth-sorted, tiled, alpha-composited; CPU in PyTorch, CUDA via gsplat."""
+"""Differentiable Gaussian splatting: depth-sorted, tiled, alpha-composited; CPU in PyTorch or the fused C++
+kernel (relight/kernel.py), CUDA via gsplat."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +16,7 @@ from relight.projection import ALPHA_MAX, ALPHA_MIN, Projected, project
 
 TILE = 8
 CHUNK_ELEMENTS = 1 << 22  # tiles x pixels x Gaussians evaluated at once (bounds memory)
+BACKEND_ENV = "RELIGHT_RASTERIZER"  # "torch": force the PyTorch path on CPU; "fused": require the kernel
 
 
 def rasterize(means: Tensor,  # [N, 3]
@@ -24,13 +27,19 @@ def rasterize(means: Tensor,  # [N, 3]
               camera: Camera,
               background: Tensor | None = None,  # [C]
               watch: Callable[[Projected], None] | None = None,
+              backend: str | None = None,
               ) -> tuple[Tensor, Tensor]:  # image [H, W, C], alpha [H, W]
-    """Render Gaussians with per-Gaussian colours; gsplat on a CUDA device, our tiled PyTorch code otherwise.
+    """Render Gaussians with per-Gaussian colours; gsplat on a CUDA device; on the CPU the fused C++ kernel
+    when it is built, our tiled PyTorch code otherwise (`backend` or $RELIGHT_RASTERIZER: see `cpu_backend`).
 
-    `watch` is handed the screen-space projection before compositing (densification reads its gradient).
+    `watch` is handed the screen-space projection (densification reads `.means2d.grad` after backward and
+    `.radii`). On the fused path its `means2d` is a leaf outside the render whose gradient the kernel fills.
     """
     if select_backend(means.device) == "gsplat":
         return _rasterize_gsplat(means, quats, scales, opacities, colors, camera, background)
+    if cpu_backend(backend, means, quats, scales, opacities, colors) == "fused":
+        from relight.kernel import rasterize_fused
+        return rasterize_fused(means, quats, scales, opacities, colors, camera, background, watch)
     proj = project(means, covariance_3d(quats, scales), opacities, camera)
     if watch is not None:
         watch(proj)
@@ -49,6 +58,31 @@ def select_backend(device: torch.device) -> str:
         raise MetatuneError("rendering tensors on a CUDA device needs gsplat, which is not installed "
                             "(pip install -e '.[cuda]'); move the model to the CPU to use the PyTorch rasterizer")
     return "gsplat"
+
+
+def cpu_backend(requested: str | None, *tensors: Tensor) -> str:
+    """'fused' (the C++ kernel) or 'torch' for CPU tensors: `requested`, else $RELIGHT_RASTERIZER, else
+    'fused' when the kernel is built and takes the tensors (float32 or float64 alike), 'torch' otherwise.
+
+    Raises a MetatuneError for an unknown name, or when 'fused' is asked for and cannot be had.
+    """
+    choice = requested or os.environ.get(BACKEND_ENV) or "auto"
+    if choice == "torch":
+        return "torch"
+    from metatune import MetatuneError
+    if choice not in ("auto", "fused"):
+        raise MetatuneError(f"unknown CPU rasterizer {choice!r} (backend= or ${BACKEND_ENV}): 'torch' or 'fused'")
+    from relight import kernel
+    if kernel.load() is None:
+        if choice == "fused":
+            raise MetatuneError(f"the fused CPU rasterizer is not available: {kernel.unavailable_reason()}")
+        return "torch"
+    if not kernel.supports(*tensors):
+        if choice == "fused":
+            raise MetatuneError("the fused CPU rasterizer takes CPU tensors, all float32 or all float64, "
+                                "with at most 58 colour channels")
+        return "torch"
+    return "fused"
 
 
 @dataclass
