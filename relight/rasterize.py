@@ -37,7 +37,7 @@ def rasterize(means: Tensor,  # [N, 3]
     """
     if select_backend(means.device) == "gsplat":
         return _rasterize_gsplat(means, quats, scales, opacities, colors, camera, background)
-    if cpu_backend(backend, means, quats, scales, opacities, colors) == "fused":
+    if cpu_backend(backend, means, colors, quats, scales, opacities) == "fused":
         from relight.kernel import rasterize_fused
         return rasterize_fused(means, quats, scales, opacities, colors, camera, background, watch)
     proj = project(means, covariance_3d(quats, scales), opacities, camera)
@@ -60,8 +60,8 @@ def select_backend(device: torch.device) -> str:
     return "gsplat"
 
 
-def cpu_backend(requested: str | None, *tensors: Tensor) -> str:
-    """'fused' (the C++ kernel) or 'torch' for CPU tensors: `requested`, else $RELIGHT_RASTERIZER, else
+def cpu_backend(requested: str | None, means: Tensor, colors: Tensor, *others: Tensor) -> str:
+    """'fused' (the C++ kernel) or 'torch' for these CPU tensors: `requested`, else $RELIGHT_RASTERIZER, else
     'fused' when the kernel is built and takes the tensors (float32 or float64 alike), 'torch' otherwise.
 
     Raises a MetatuneError for an unknown name, or when 'fused' is asked for and cannot be had.
@@ -77,7 +77,7 @@ def cpu_backend(requested: str | None, *tensors: Tensor) -> str:
         if choice == "fused":
             raise MetatuneError(f"the fused CPU rasterizer is not available: {kernel.unavailable_reason()}")
         return "torch"
-    if not kernel.supports(*tensors):
+    if not kernel.supports(means, colors, *others):
         if choice == "fused":
             raise MetatuneError("the fused CPU rasterizer takes CPU tensors, all float32 or all float64, "
                                 "with at most 58 colour channels")
