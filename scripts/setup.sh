@@ -6,8 +6,9 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 
 need_apt=()
-# opencv-doc: its example photos of people are the real images hmr's tests fit (none may be committed)
-for pkg in libsuitesparse-dev libosmesa6 opencv-doc; do
+# opencv-doc: its example photos of people are the real images hmr's tests fit (none may be committed);
+# g++ and ninja-build: relight's fused CPU rasterizer is compiled at setup (build_kernel below)
+for pkg in libsuitesparse-dev libosmesa6 opencv-doc g++ ninja-build; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -25,12 +26,24 @@ fi
 [ -x "$VENV/bin/python" ] || { echo "[setup] creating $VENV"; "$PY" -m venv "$VENV"; }
 have() { "$VENV/bin/python" -c "$1" >/dev/null 2>&1; }
 
+# relight's fused CPU rasterizer (C++ with OpenMP, relight/_ext/fused.cpp), built with torch's cpp_extension
+# into relight/_ext/build; skipped when its stamp is newer than the source. Should the build fail, relight
+# renders with its PyTorch rasterizer and tests/test_relight_kernel.py says why (and fails under CI).
+build_kernel() {
+  local stamp=relight/_ext/build/.built
+  if [ -f "$stamp" ] && [ "$stamp" -nt relight/_ext/fused.cpp ] && [ "$stamp" -nt relight/kernel.py ]; then return 0; fi
+  echo "[setup] building relight's fused CPU kernel (a minute or two)"
+  "$VENV/bin/python" -m relight.kernel --build && touch "$stamp" \
+    || echo "[setup] WARNING: relight's fused CPU kernel did not build; the PyTorch rasterizer will be used" >&2
+}
+
 # Fast path: everything installed since the last change of pyproject.toml or this script.
 if [ "$VENV/.installed" -nt pyproject.toml ] && [ "$VENV/.installed" -nt "$0" ] && have "
 import sys, torch, pytorch3d.renderer, theseus, sksparse, smplx, mujoco, cv2, torchopt, dm_control, ruff, mypy
 import mediapipe.python.solutions.pose, skimage
 import metatune, envs, hmr, relight
 sys.exit(torch.__version__.split('+')[0] != '2.12.1')"; then
+  build_kernel
   echo "[setup] ready: $VENV (up to date)"
   exit 0
 fi
@@ -57,4 +70,5 @@ $PIP -e ".[dev]"
 "$VENV/bin/python" -c "import torch, pytorch3d.renderer, theseus, smplx, mujoco, cv2, torchopt, dm_control, metatune, mediapipe" \
   || { echo "[setup] the stack does not import; see the error above" >&2; exit 1; }
 touch "$VENV/.installed"
+build_kernel
 echo "[setup] ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
