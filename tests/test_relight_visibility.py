@@ -325,3 +325,14 @@ def test_the_cache_travels_with_the_state_dict(counted):
     fresh.load_state_dict(old)
     fresh.visibility(light)
     assert len(counted) == 2
+
+
+def test_differentiable_in_the_opacities():
+    # the depth order and the cut-offs are piecewise constant; within them the map is smooth in the alphas
+    # (not tested in the means: the light camera follows the means and is held fixed by autograd)
+    means, covs, opac = random_scene(40, 8)
+    light = Light((1.5, 1.0, 2.0))
+
+    def vis(o):
+        return light_visibility(means.double(), covs.double(), o, light, bias=0.02, resolution=32)
+    assert torch.autograd.gradcheck(vis, (opac.double().requires_grad_(),), eps=1e-6, atol=1e-5)
