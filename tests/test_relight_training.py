@@ -70,7 +70,7 @@ def test_resumed_training_equals_uninterrupted(scene, tmp_path):
 
 
 def test_a_densifying_run_resumes_to_the_uninterrupted_result(scene, tmp_path, monkeypatch):
-    c = cfg(method="joint", fit_steps=12, meta_steps=0)  # densifies at steps 2-7, resets opacities at 5
+    c = cfg(method="joint", fit_steps=12, meta_steps=0)  # densifies at steps 2-7 (no reset: a start from points)
     training.train(scene, tmp_path / "a", c, progress=False)
     calls = {"n": 0}
 
