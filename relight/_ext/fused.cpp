@@ -41,8 +41,14 @@ constexpr double T_MIN = 1e-4;  // early termination: transmittance below which 
 // in a high part with few bits and a low part so that n * ln2_hi is exact), then e^r by its Taylor
 // polynomial of degree 7 (truncation error < 5e-9, below float's 6e-8 rounding), times 2^n built from the
 // exponent bits. About 1 ulp from the correctly rounded value. For double: std::exp.
+// min and max by value: std::min returns a reference, which in a vector loop becomes a masked gather.
+template <typename T>
+inline T min_v(T a, T b) { return b < a ? b : a; }
+template <typename T>
+inline T max_v(T a, T b) { return a < b ? b : a; }
+
 inline float exp_approx(float x) {
-    x = std::min(std::max(x, -87.0f), 88.0f);
+    x = min_v(max_v(x, -87.0f), 88.0f);
     const float shifter = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer
     const float n = (x * 1.44269504088896341f + shifter) - shifter;
     float r = x - n * 0.693145751953125f;
@@ -336,10 +342,20 @@ Bins bin_gaussians(const T* means2d, const T* depths, const T* radii, int64_t n,
     return bins;
 }
 
-// power of a Gaussian at pixel offset (dx, dy), in rasterize.py's order of operations
+// The Gaussian's value exp(power) at pixel offset (dx, dy), power in rasterize.py's order of operations.
+// The power is floored at -30: any alpha below e^-30 is far under ALPHA_MIN and skipped either way (no value
+// or gradient changes), and the floor keeps the products of the vector loops out of float's subnormal range,
+// where x86 arithmetic is some 100x slower.
+constexpr double POWER_MIN = -30.0;
+
 template <typename T>
 inline T gauss_power(T ca, T cb, T cc, T dx, T dy) {
     return T(-0.5) * (ca * (dx * dx) + cc * (dy * dy)) - (cb * dx) * dy;
+}
+
+template <typename T>
+inline T gauss_value(T ca, T cb, T cc, T dx, T dy) {
+    return exp_approx(max_v(gauss_power(ca, cb, cc, dx, dy), T(POWER_MIN)));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -400,16 +416,19 @@ std::vector<torch::Tensor> composite_forward(torch::Tensor means2d, torch::Tenso
                     int stopped = 0;
 #pragma omp simd reduction(+ : stopped)
                     for (int p = 0; p < PIX; ++p) {
-                        const T power = gauss_power(ca, cb, cc, px[p] - mx, py[p] - my);
-                        const T a = std::min(o * exp_approx(power), amax);
-                        const bool live = !done[p] && a >= amin;
-                        const T next = trans[p] * (T(1) - a);
-                        const bool stop = live && next < tmin;  // this Gaussian would pass the floor: end here
-                        const bool use = live && !stop;
-                        w[p] = use ? a * trans[p] : T(0);
-                        trans[p] = use ? next : trans[p];
+                        // masks as int32 and the cut-off tested before the clamp (the same test, as
+                        // ALPHA_MAX > ALPHA_MIN): both keep the loop vectorisable
+                        const T og = o * gauss_value(ca, cb, cc, px[p] - mx, py[p] - my);
+                        const T a = min_v(og, amax);
+                        const T t = trans[p];
+                        const T next = t * (T(1) - a);
+                        const int32_t live = int32_t(done[p] == 0) & int32_t(og >= amin);
+                        const int32_t stop = live & int32_t(next < tmin);  // would pass the floor: end here
+                        const int32_t use = live & int32_t(next >= tmin);
+                        w[p] = use ? a * t : T(0);
+                        trans[p] = use ? next : t;
                         cnt[p] = use ? step : cnt[p];
-                        done[p] = done[p] | static_cast<int32_t>(stop);
+                        done[p] |= stop;
                         stopped += stop;
                     }
                     n_done += stopped;
@@ -475,8 +494,8 @@ std::vector<torch::Tensor> composite_backward(torch::Tensor means2d, torch::Tens
             std::vector<T>& buf = buffers[omp_get_thread_num()];
             buf.assign(n * stride, T(0));
             alignas(64) T px[PIX], py[PIX], trans[PIX], tfin[PIX], galpha[PIX];
-            alignas(64) T av[PIX], gv[PIX], tk[PIX], dalpha[PIX];
-            alignas(64) int32_t cnt[PIX], use[PIX];
+            alignas(64) T av[PIX], gv[PIX], tk[PIX], dalpha[PIX], inv1m[PIX];  // alpha, G, T_k, d/dalpha, 1/(1-alpha)
+            alignas(64) int32_t cnt[PIX], use[PIX], free[PIX];
             std::vector<T> behind(PIX * nc), gcol(PIX * nc);  // [C][PIX]: S_k and d loss / d pixel colour
 #pragma omp for schedule(dynamic, 4)
             for (int64_t tile = 0; tile < n_tiles; ++tile) {
@@ -506,15 +525,19 @@ std::vector<torch::Tensor> composite_backward(torch::Tensor means2d, torch::Tens
                     int any = 0;
 #pragma omp simd reduction(+ : any)
                     for (int p = 0; p < PIX; ++p) {  // alpha as the forward computed it, and T before this one
-                        const T gauss = exp_approx(gauss_power(ca, cb, cc, px[p] - mx, py[p] - my));
-                        const T a = std::min(o * gauss, amax);
-                        const bool u = j < cnt[p] && a >= amin;
+                        const T gauss = gauss_value(ca, cb, cc, px[p] - mx, py[p] - my);
+                        const T og = o * gauss;
+                        const T a = min_v(og, amax);
+                        const int32_t u = int32_t(j < cnt[p]) & int32_t(og >= amin);
+                        const T inv = T(1) / (T(1) - a);
                         av[p] = a;
                         gv[p] = gauss;
                         use[p] = u;
-                        tk[p] = u ? trans[p] / (T(1) - a) : trans[p];
+                        inv1m[p] = inv;
+                        tk[p] = u ? trans[p] * inv : trans[p];
                         trans[p] = tk[p];
-                        dalpha[p] = u ? galpha[p] * tfin[p] / (T(1) - a) : T(0);
+                        dalpha[p] = u ? galpha[p] * tfin[p] * inv : T(0);
+                        free[p] = u & int32_t(og <= amax);  // alpha = min(o G, ALPHA_MAX): held by the clamp
                         any += u;
                     }
                     if (!any) continue;
@@ -527,7 +550,7 @@ std::vector<torch::Tensor> composite_backward(torch::Tensor means2d, torch::Tens
 #pragma omp simd reduction(+ : g_col)
                         for (int p = 0; p < PIX; ++p) {
                             const T wk = use[p] ? av[p] * tk[p] : T(0);  // this Gaussian's weight
-                            dalpha[p] += use[p] ? gc[p] * (tk[p] * col - s[p] / (T(1) - av[p])) : T(0);
+                            dalpha[p] += use[p] ? gc[p] * (tk[p] * col - s[p] * inv1m[p]) : T(0);
                             s[p] += wk * col;
                             g_col += wk * gc[p];
                         }
@@ -536,9 +559,7 @@ std::vector<torch::Tensor> composite_backward(torch::Tensor means2d, torch::Tens
                     T g_mx = 0, g_my = 0, g_ca = 0, g_cb = 0, g_cc = 0, g_o = 0;
 #pragma omp simd reduction(+ : g_mx, g_my, g_ca, g_cb, g_cc, g_o)
                     for (int p = 0; p < PIX; ++p) {
-                        // alpha = min(o G, ALPHA_MAX): no gradient where the clamp holds it
-                        const bool free = use[p] && o * gv[p] <= amax;
-                        const T da = free ? dalpha[p] : T(0);
+                        const T da = free[p] ? dalpha[p] : T(0);  // none where the clamp holds alpha
                         const T dpower = da * av[p];  // d alpha / d power = o G = alpha
                         const T dx = px[p] - mx, dy = py[p] - my;
                         g_o += da * gv[p];
