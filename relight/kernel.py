@@ -9,6 +9,7 @@ The PyTorch code in projection.py and rasterize.py stays the reference it is tes
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import shutil
@@ -27,6 +28,8 @@ from relight.projection import ALPHA_MAX, ALPHA_MIN, BLUR, NEAR, Projected
 SOURCE = Path(__file__).with_name("_ext") / "fused.cpp"
 BUILD_DIR = SOURCE.parent / "build"  # gitignored (build/)
 NAME = "relight_fused"
+LIBRARY = BUILD_DIR / f"{NAME}.so"
+STAMP = BUILD_DIR / ".built"  # written after a successful build; setup.sh checks it too
 # -ffp-contract=off: no fused multiply-adds, so that the backward recomputes every alpha bit for bit as the
 # forward did (the cut-off alpha >= ALPHA_MIN decides the same way in both). -fno-trapping-math: floating-
 # point exceptions are never enabled, and without it g++ keeps min/max and selects as branches, which stops
@@ -46,37 +49,57 @@ def _find_ninja() -> None:
 
 
 def build(verbose: bool = False) -> ModuleType:
-    """Compile the extension into BUILD_DIR (ninja rebuilds only what changed) and import it."""
+    """Compile the extension into BUILD_DIR (ninja rebuilds only what changed), import it and stamp it."""
     global _module, _failure
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # its import warns of no CUDA
     from torch.utils import cpp_extension
     _find_ninja()
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    _module = cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS,
-                                 extra_ldflags=["-fopenmp"], build_directory=str(BUILD_DIR), verbose=verbose)
-    _failure = None
-    consts = (_module.TILE, _module.NEAR, _module.BLUR, _module.ALPHA_MIN, _module.ALPHA_MAX, _module.T_MIN)
+    module = _checked(cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS,
+                                         extra_ldflags=["-fopenmp"], build_directory=str(BUILD_DIR),
+                                         verbose=verbose))
+    STAMP.touch()
+    _module, _failure = module, None
+    return module
+
+
+def _checked(module: ModuleType) -> ModuleType:
+    """The module, once its constants are found to be relight's."""
     from relight.rasterize import TILE
+    consts = (module.TILE, module.NEAR, module.BLUR, module.ALPHA_MIN, module.ALPHA_MAX, module.T_MIN)
     if consts != (TILE, NEAR, BLUR, ALPHA_MIN, ALPHA_MAX, T_MIN):
         raise RuntimeError(f"fused.cpp's constants {consts} differ from relight's "
                            f"{(TILE, NEAR, BLUR, ALPHA_MIN, ALPHA_MAX, T_MIN)}")
-    return _module
+    return module
 
 
 def is_built() -> bool:
-    return (BUILD_DIR / f"{NAME}.so").is_file()
+    return LIBRARY.is_file()
+
+
+def up_to_date() -> bool:
+    """Built, and stamped after the last change of fused.cpp and of this file (its flags)."""
+    return (is_built() and STAMP.is_file()
+            and STAMP.stat().st_mtime >= max(SOURCE.stat().st_mtime, Path(__file__).stat().st_mtime))
 
 
 def load() -> ModuleType | None:
-    """The extension if it has been built (rebuilt first if its source changed since), else None."""
-    global _failure
+    """The extension if it has been built, else None: the library itself when it is up to date (no compiler
+    or ninja needed), otherwise rebuilt first."""
+    global _module, _failure
     if _module is not None or _failure is not None:
         return _module
     if not is_built():
         _failure = f"not built: run `python -m relight.kernel --build` (or `make setup`) to build {SOURCE}"
         return None
     try:
-        return build()
+        if not up_to_date():
+            return build()
+        spec = importlib.util.spec_from_file_location(NAME, LIBRARY)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _module = _checked(module)
+        return _module
     except Exception as err:  # noqa: BLE001 - a broken build falls back to the PyTorch path, saying why
         _failure = f"{type(err).__name__}: {str(err)[-500:]}"
         warnings.warn(f"relight's fused CPU kernel did not load, using the PyTorch rasterizer: {_failure}",
@@ -184,7 +207,7 @@ def main() -> int:
         print("built" if is_built() else "not built")
         return 0
     build(verbose=args.verbose)
-    print(f"[relight.kernel] built {BUILD_DIR / (NAME + '.so')}")
+    print(f"[relight.kernel] built {LIBRARY}")
     return 0
 
 
