@@ -6,6 +6,12 @@ threads sleeping) and peak memory, each size in a subprocess of its own (peak re
 /proc/self/status VmHWM, reset before the call). Scenes: Gaussians on surfaces (a sphere over a floor) and a
 volume of `random_gaussians`.
 
+Kernel: forward + backward seconds of one render (sum of the image) at 10k/50k/100k Gaussians and 256/512
+px on 2 threads (torch.set_num_threads(2), OMP_NUM_THREADS=2): our PyTorch path, the fused C++ kernel
+(relight/kernel.py) and PyTorch3D's pulsar (spheres: the same centres, radius = the Gaussian's cut-off reach
+along its largest axis, its opacity and colour), with ratios, and the peak resident memory of each row,
+each row in a subprocess of its own.
+
 Quality: on generated scenes (glossy MuJoCo scene with cast shadows, matte MuJoCo scene, PyTorch3D scene,
 PyTorch3D scene with one bounce of coloured interreflection, which the model's local shading cannot explain)
 the meta-learned Gaussian-Phong model against the same model trained jointly without meta-learning and
@@ -36,8 +42,10 @@ from relight.camera import Camera, look_at  # noqa: E402
 from relight.evaluation import adapt, evaluate  # noqa: E402
 from relight.gaussians import covariance_3d  # noqa: E402
 from relight.generate import generate_scene  # noqa: E402
+from relight.kernel import rasterize_fused  # noqa: E402
 from relight.light import Light  # noqa: E402
 from relight.model import RelightModel  # noqa: E402
+from relight.projection import ALPHA_MIN  # noqa: E402
 from relight.rasterize import rasterize  # noqa: E402
 from relight.rasterize_reference import rasterize_reference  # noqa: E402
 from relight.scene import group_by_light, load_scene  # noqa: E402
@@ -232,6 +240,97 @@ def print_shadows(rows: list[dict]) -> None:
               f"{r['peak_above_start_mb']:6.1f} {r['peak_process_mb']:7.1f} {r['pairs_per_gaussian']:7.1f} {ex}")
 
 
+KERNEL_SIZES = ((256, 10000), (256, 50000), (256, 100000), (512, 10000), (512, 50000), (512, 100000))
+KERNEL_METHODS = ("torch", "fused", "pulsar")
+KERNEL_THREADS = 2
+
+
+def kernel_renderer(method: str, n: int, res: int):
+    """render(params, camera) -> image [H, W, 3] with gradients to params, for one of KERNEL_METHODS."""
+    if method == "torch":
+        return lambda params, cam: rasterize(*params, cam, backend="torch")[0]
+    if method == "fused":
+        return lambda params, cam: rasterize_fused(*params, cam)[0]
+    from pytorch3d.renderer.points.pulsar import Renderer
+    renderer = Renderer(res, res, n, right_handed_system=False)
+
+    def pulsar(params, cam):
+        means, _, scales, opac, colors = params
+        view = cam.viewmat()
+        # pulsar's camera at the origin looks down +z with y up; ours (OpenCV axes) down +z with y down
+        pos = (means @ view[:3, :3].T + view[:3, 3]) * torch.tensor([1.0, -1.0, 1.0])
+        reach = torch.sqrt(2 * torch.log((opac / ALPHA_MIN).clamp_min(1.0)))
+        rad = reach * scales.max(-1).values  # where our Gaussian's alpha falls below ALPHA_MIN
+        focal = 0.05  # world units; the sensor's width then makes the focal length cam.fx pixels
+        cam_params = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, focal, focal * res / cam.fx])
+        return renderer(pos, colors, rad, cam_params, 1e-3, 10.0, opacity=opac, bg_col=torch.zeros(3))
+    return pulsar
+
+
+def kernel_worker(method: str, n: int, res: int, repeats: int) -> dict:
+    """One (method, size) in this process: median wall seconds of forward and backward over `repeats`, CPU
+    seconds, and peak resident memory (whole process, and above the resident memory before the renders)."""
+    torch.set_num_threads(KERNEL_THREADS)
+    cam = Camera.from_fov(look_at(torch.tensor([2.0, 1.0, 1.5]), torch.zeros(3)), 0.8, res, res)
+    render = kernel_renderer(method, n, res)
+    render(random_gaussians(1000, "cpu", seed=1), cam).sum().backward()  # one-time costs out of the timing
+    params = random_gaussians(n, "cpu")
+    fwd, bwd = [], []
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    rss = _memory_kb("VmRSS")
+    c0 = time.process_time()
+    for _ in range(repeats):
+        for p in params:
+            p.grad = None
+        t0 = time.perf_counter()
+        img = render(params, cam)
+        t1 = time.perf_counter()
+        img.sum().backward()
+        fwd.append(t1 - t0)
+        bwd.append(time.perf_counter() - t1)
+        del img
+    cpu = (time.process_time() - c0) / repeats
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    return {"method": method, "gaussians": n, "resolution": res, "threads": KERNEL_THREADS, "repeats": repeats,
+            "forward_s": round(med(fwd), 4), "backward_s": round(med(bwd), 4),
+            "total_s": round(med([f + b for f, b in zip(fwd, bwd)]), 4), "cpu_s": round(cpu, 3),
+            "peak_process_mb": round(_memory_kb("VmHWM") / 1024, 1),
+            "peak_above_start_mb": round((_memory_kb("VmHWM") - rss) / 1024, 1)}
+
+
+def kernel(quick: bool) -> list[dict]:
+    """Every (size, method) in a subprocess of its own (peak memory per row), 2 OpenMP threads."""
+    rows = []
+    sizes = KERNEL_SIZES[:1] + KERNEL_SIZES[3:4] if quick else KERNEL_SIZES
+    for res, n in sizes:
+        for method in KERNEL_METHODS:
+            slow = method != "fused" and n * res > 10000 * 256
+            repeats = 1 if slow else 5 if method == "fused" else 3
+            env = os.environ | {"OMP_NUM_THREADS": str(KERNEL_THREADS)}
+            cmd = [sys.executable, __file__, "--kernel-worker", method, str(n), str(res), str(repeats)]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if done.returncode != 0:
+                rows.append({"method": method, "gaussians": n, "resolution": res, "error": done.stderr.strip()[-300:]})
+            else:
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def print_kernel(rows: list[dict]) -> None:
+    by = {(r["resolution"], r["gaussians"], r["method"]): r for r in rows if "error" not in r}
+    print(f"{'res':>4} {'N':>7} {'torch s':>8} {'fused s':>8} {'pulsar s':>8} {'torch/fused':>11} {'pulsar/fused':>12} "
+          f"{'torch MB':>8} {'fused MB':>8} {'pulsar MB':>9}")
+    for res, n in sorted({(r, g) for r, g, _ in by}):
+        t, f, p = (by.get((res, n, m)) for m in KERNEL_METHODS)
+        sec = lambda r: f"{r['total_s']:8.3f}" if r else f"{'-':>8}"  # noqa: E731
+        mb = lambda r, w: f"{r['peak_process_mb']:{w}.0f}" if r else f"{'-':>{w}}"  # noqa: E731
+        ratio = lambda r, w: f"{r['total_s'] / f['total_s']:{w}.1f}" if r and f else f"{'-':>{w}}"  # noqa: E731
+        print(f"{res:4d} {n:7d} {sec(t)} {sec(f)} {sec(p)} {ratio(t, 11)} {ratio(p, 12)} {mb(t, 8)} {mb(f, 8)} "
+              f"{mb(p, 9)}")
+
+
 def adapted(run: Path, scene: Path, views: int) -> dict:
     """Query PSNR/SSIM after adapting to each test light on `views` of its images, mean over lights."""
     n_lights = len(group_by_light(load_scene(scene, "test").frames))
@@ -279,7 +378,7 @@ def merge_results(old: dict, new: dict) -> dict:
     resolution)."""
     key = lambda r: (r["scene"], r["method"], r.get("resolution"))  # noqa: E731
     rows = {key(r): r for r in old.get("quality", [])} | {key(r): r for r in new.get("quality", [])}
-    merged = {k: v for k, v in old.items() if k in ("speed", "shadows", "shadows_load")} | new
+    merged = {k: v for k, v in old.items() if k in ("speed", "shadows", "shadows_load", "kernel", "kernel_load")} | new
     if rows:
         merged["quality"] = list(rows.values())
     return merged
@@ -288,13 +387,18 @@ def merge_results(old: dict, new: dict) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer sizes and steps")
-    ap.add_argument("--only", choices=["speed", "shadows", "quality"], default=None)
+    ap.add_argument("--only", choices=["speed", "shadows", "kernel", "quality"], default=None)
     ap.add_argument("--resolution", type=int, default=128, help="training resolution of the quality runs")
     ap.add_argument("--scenes", nargs="+", default=list(PRESETS), choices=PRESETS)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--shadow-worker", nargs=5, default=None, help=argparse.SUPPRESS)  # scene method n threads reps
+    ap.add_argument("--kernel-worker", nargs=4, default=None, help=argparse.SUPPRESS)  # method n res repeats
     args = ap.parse_args()
+    if args.kernel_worker:
+        method, n, res, repeats = args.kernel_worker
+        print(json.dumps(kernel_worker(method, int(n), int(res), int(repeats))))
+        return 0
     if args.shadow_worker:
         kind, method, n, threads, repeats = args.shadow_worker
         print(json.dumps(shadow_worker(kind, method, int(n), int(threads), int(repeats))))
@@ -318,6 +422,14 @@ def main() -> int:
         print_shadows(result["shadows"])
         print(f"load average (1, 5, 15 min) before {result['shadows_load']['before']}, "
               f"after {result['shadows_load']['after']}")
+    if args.only in (None, "kernel"):
+        load, up = os.getloadavg(), subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        result["kernel"] = kernel(args.quick)
+        result["kernel_load"] = {"before": [round(x, 2) for x in load], "uptime_before": up,
+                                 "after": [round(x, 2) for x in os.getloadavg()]}
+        print_kernel(result["kernel"])
+        print(f"load average (1, 5, 15 min) before {result['kernel_load']['before']}, "
+              f"after {result['kernel_load']['after']}")
     if args.only in (None, "quality"):
         result["quality"] = quality(args.quick, args.resolution, RESULTS / "relight_work", args.scenes, args.methods)
         print(f"{'scene':7} {'method':6} {'OOD PSNR':>9} {'SSIM':>6} {'train-light':>11} {'1-shot PSNR':>11} "
