@@ -13,7 +13,7 @@ from relight.light import Light
 from relight.rasterize import rasterize
 from relight.shading import blinn_phong
 from relight.transfer import Transfer, transfer
-from relight.visibility import light_visibility, shadow_pixel_size
+from relight.visibility import SHADOW_RES, light_visibility
 
 # When a light's cached visibility is recomputed (docs/relight.md, "Shadows: computed once per light"): when N
 # changes, or since the geometry it was computed from a mean moved more than STALE_PIXELS pixels of that light's
@@ -45,25 +45,35 @@ class ModelConfig:
 
 @dataclass
 class GeometrySnapshot:
-    """The geometry a visibility was computed from (detached copies)."""
+    """The geometry the cached visibilities are computed from (detached copies), and how far it may drift."""
     means: Tensor  # [N, 3]
     chol: Tensor  # [N, 3, 3] lower Cholesky factors of the covariances
     opacities: Tensor  # [N]
+    bias: Tensor  # [N] the receivers' self-shadowing band: twice their largest scale
+    distance: float  # STALE_PIXELS shadow-map pixels, world units
     key: tuple  # the parameters' versions and storage when taken: equal keys, nothing moved
 
     @classmethod
     def take(cls, g: Gaussians, key: tuple) -> "GeometrySnapshot":
+        """A copy of `g`; the drift allowed is STALE_PIXELS of a shadow map spanning the scene (the light camera
+        frames every Gaussian, so its pixels are at least 2 x radius / SHADOW_RES wide whatever the light)."""
         with torch.no_grad():
             chol, info = torch.linalg.cholesky_ex(g.covariances())
             chol = torch.where((info == 0)[:, None, None], chol, torch.zeros_like(chol))  # degenerate: always moved
-            return cls(g.means.detach().clone(), chol, g.opacities.detach().clone(), key)
+            means = g.means.detach().clone()
+            radius = float((means - means.mean(0)).norm(dim=-1).max()) if len(means) else 0.0
+            return cls(means, chol, g.opacities.detach().clone(), 2.0 * g.scales.detach().max(-1).values,
+                       STALE_PIXELS * 2 * radius / SHADOW_RES, key)
 
-    def moved(self, g: Gaussians, distance: float) -> bool:
-        """Whether `g` differs from the snapshot beyond the thresholds (mean `distance` in world units)."""
+    def covariances(self) -> Tensor:  # [N, 3, 3]
+        return self.chol @ self.chol.transpose(-1, -2)
+
+    def moved(self, g: Gaussians) -> bool:
+        """Whether `g` differs from the snapshot beyond the thresholds."""
         if len(g) != self.means.shape[0] or g.means.device != self.means.device:
             return True
         with torch.no_grad():
-            if bool(((g.means - self.means).norm(dim=-1) > distance).any()):
+            if bool(((g.means - self.means).norm(dim=-1) > self.distance).any()):
                 return True
             if bool(((g.opacities - self.opacities).abs() > STALE_OPACITY).any()):
                 return True
@@ -75,14 +85,6 @@ class GeometrySnapshot:
                 return True
             change = (torch.linalg.eigvalsh(0.5 * (white + white.transpose(-1, -2))) - 1).abs().amax(-1)
             return bool((change > STALE_COVARIANCE).any())  # S_new outside (1 +- STALE_COVARIANCE) S_old
-
-
-@dataclass
-class CachedShadow:
-    """One light's visibility, the geometry it came from, and how far a mean may move before it is recomputed."""
-    vis: Tensor  # [N]
-    snapshot: GeometrySnapshot
-    distance: float  # STALE_PIXELS shadow-map pixels of this light, world units
 
 
 def _logit(p: float) -> float:
@@ -111,7 +113,7 @@ class RelightModel(nn.Module):
         # Distance of the training lights from the scene (set by training; the start matches init_intensity):
         # a directional light delivers what a point light of the same intensity delivers from there.
         self.register_buffer("light_distance", torch.tensor(math.sqrt(cfg.init_intensity)))
-        self._vis_cache: dict[Light, CachedShadow] = {}
+        self._vis_cache: dict[Light, Tensor] = {}  # each light's visibility [N] from self._snapshot
         self._snapshot: GeometrySnapshot | None = None  # the latest, shared by the lights computed from it
         self._transfer_cache: dict[tuple, Transfer] = {}
 
@@ -132,37 +134,45 @@ class RelightModel(nn.Module):
                 "normals": n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)}
 
     def visibility(self, light: Light) -> Tensor:  # [N]
-        """Shadowing of each Gaussian by the others; computed once per light, again only when the geometry
-        has moved beyond the STALE_* thresholds since. Without gradient: shadows steer materials, not geometry."""
+        """Shadowing of each Gaussian by the others, computed once per light from one shared snapshot of the
+        geometry; the snapshot (and with it every light) is renewed when the geometry has moved beyond the
+        STALE_* thresholds. A light's shadows are thus a function of the snapshot alone, not of when the light
+        was first asked for: ranks that adapt different lights hold the same values. Without gradient: shadows
+        steer materials, not geometry."""
         g = self.gaussians
         key = (len(g), *self._geometry_key())
-        entry = self._vis_cache.get(light)
-        if entry is not None and (entry.snapshot.key == key or not entry.snapshot.moved(g, entry.distance)):
-            return entry.vis
-        if self._snapshot is None or self._snapshot.key != key:
-            self._snapshot = GeometrySnapshot.take(g, key)
-        if light not in self._vis_cache and len(self._vis_cache) >= 256:
-            self._vis_cache.clear()
-        with torch.no_grad():
-            vis = light_visibility(g.means, g.covariances(), g.opacities, light, bias=2.0 * g.scales.max(-1).values)
-            distance = STALE_PIXELS * shadow_pixel_size(g.means, light)
-        self._vis_cache[light] = CachedShadow(vis, self._snapshot, distance)
-        return vis
+        snap = self._snapshot
+        if snap is None or (snap.key != key and snap.moved(g)):
+            snap = self._snapshot = GeometrySnapshot.take(g, key)
+            self._vis_cache = {}
+        elif snap.key != key:
+            snap.key = key  # within the thresholds: the next look-up at this geometry skips the comparison
+        if light not in self._vis_cache:
+            if len(self._vis_cache) >= 256:
+                self._vis_cache.clear()
+            with torch.no_grad():
+                self._vis_cache[light] = light_visibility(snap.means, snap.covariances(), snap.opacities, light,
+                                                          bias=snap.bias)
+        return self._vis_cache[light]
 
     def get_extra_state(self) -> dict:
         """The shadow cache, saved with the model so that a resumed run reuses what an uninterrupted one would."""
-        snaps = list({id(e.snapshot): e.snapshot for e in self._vis_cache.values()}.values())
-        index = {id(snap): i for i, snap in enumerate(snaps)}
-        return {"snapshots": [{"means": q.means, "chol": q.chol, "opacities": q.opacities} for q in snaps],
-                "lights": [{"position": list(light.position), "directional": light.directional, "vis": e.vis,
-                            "snapshot": index[id(e.snapshot)], "distance": e.distance}
-                           for light, e in self._vis_cache.items()]}
+        q = self._snapshot
+        if q is None:
+            return {"snapshot": None, "lights": []}
+        return {"snapshot": {"means": q.means, "chol": q.chol, "opacities": q.opacities, "bias": q.bias,
+                             "distance": q.distance},
+                "lights": [{"position": list(light.position), "directional": light.directional, "vis": vis}
+                           for light, vis in self._vis_cache.items()]}
 
     def set_extra_state(self, state: dict) -> None:
-        snaps = [GeometrySnapshot(q["means"], q["chol"], q["opacities"], ("restored",)) for q in state["snapshots"]]
-        self._vis_cache = {Light(tuple(e["position"]), e["directional"]):
-                           CachedShadow(e["vis"], snaps[e["snapshot"]], e["distance"]) for e in state["lights"]}
-        self._snapshot = None
+        q = state.get("snapshot")
+        if q is None:
+            self._vis_cache, self._snapshot = {}, None
+            return
+        self._snapshot = GeometrySnapshot(q["means"], q["chol"], q["opacities"], q["bias"], q["distance"],
+                                          ("restored",))
+        self._vis_cache = {Light(tuple(e["position"]), e["directional"]): e["vis"] for e in state["lights"]}
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
                               missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:

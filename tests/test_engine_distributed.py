@@ -68,7 +68,9 @@ def test_relight_train_under_torchrun_equals_one_process(tmp_path):
     a = checkpoint.load(tmp_path / "one" / "checkpoint.pt", "relight", "run")
     b = checkpoint.load(tmp_path / "two" / "checkpoint.pt", "relight", "run")
     for key in a["module"]:  # float32 model: one ulp-scale differences from the all-reduce's summation order
-        torch.testing.assert_close(a["module"][key], b["module"][key], rtol=1e-5, atol=1e-5)
+        if key.endswith("_extra_state"):  # the shadow cache: each rank holds the lights it adapted
+            continue
+        torch.testing.assert_close(a["module"][key], b["module"][key], rtol=1e-5, atol=1e-5, msg=key)
     assert (tmp_path / "two" / "meta_log.jsonl").read_text().count("\n") == 2
 
 
