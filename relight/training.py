@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ class TrainConfig:
     """How to train: `meta` (ours), `joint` (same model, no meta-learning) or `plain` (Gaussians without shading)."""
     method: str = "meta"
     resolution: int | None = None  # longer image side to train at; None: the scene's own images
-    fit_steps: int = 300  # stage 1, every method: fit on random training frames
+    fit_steps: int | None = None  # stage 1, every method: fit on random training frames (None: default_fit_steps)
     meta_steps: int = 60  # stage 2: meta-learning (meta) or meta_steps * meta_batch more fitting steps (joint, plain)
     inner_steps: int = 2
     inner_lr: float = 0.05
@@ -58,7 +58,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise MetatuneError(f"unknown training method {self.method!r}; choose from {METHODS}")
-        if self.fit_steps < 0 or self.meta_steps < 0 or (self.resolution is not None and self.resolution < 8):
+        if (self.fit_steps is not None and self.fit_steps < 0) or self.meta_steps < 0 or (
+                self.resolution is not None and self.resolution < 8):
             raise MetatuneError("fit_steps and meta_steps must be >= 0 and resolution >= 8")
 
 
@@ -124,8 +125,20 @@ def views_loss(prior: LightPrior, params: tuple, light: Light, views: list[Frame
     return total / len(views)
 
 
+FIT_STEPS_FROM_SURFACES = 300  # a start on the surfaces: points3d.ply or a 3DGS file
+FIT_STEPS_FROM_SCRATCH = 900  # a visual-hull or box start (docs/relight.md: 18.2 dB at 300 steps, 25.6 at 900)
+
+
+def default_fit_steps(scene: Scene, cfg: TrainConfig) -> int:
+    """Stage 1's length when not given: three times as long from scratch as from surface points."""
+    if cfg.fit_steps is not None:
+        return cfg.fit_steps
+    return FIT_STEPS_FROM_SURFACES if scene.points is not None or cfg.init_ply else FIT_STEPS_FROM_SCRATCH
+
+
 def baseline_steps(cfg: TrainConfig) -> int:
     """Fitting steps of joint/plain: stage 1 plus one per query image meta-learning renders with gradient."""
+    assert cfg.fit_steps is not None  # resolved by train()
     return cfg.fit_steps + cfg.meta_steps * cfg.meta_batch
 
 
@@ -177,6 +190,7 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
     """
     cfg = cfg or TrainConfig()
     scene = load_scene(scene_dir, "train", cfg.resolution)
+    cfg = replace(cfg, fit_steps=default_fit_steps(scene, cfg))
     folder = RunFolder(run)
     config = {"domain": DOMAIN, "verb": "train", "scene": str(Path(scene_dir).resolve()), **asdict(cfg)}
     with folder.lock(), torch.random.fork_rng(devices=[]):  # seeded here; the caller's global RNG is restored
