@@ -32,7 +32,7 @@ class Frame:
     shadow: Tensor | None = None  # [H, W] bool: the ground truth's cast shadows, where a generator wrote them
 
     def to(self, device: torch.device | str) -> "Frame":
-        """The same frame with its image, camera, alpha and mask on `device`."""
+        """The same frame with its image, camera, alpha, mask and shadow mask on `device`."""
         return replace(self, image=self.image.to(device), camera=self.camera.to(device),
                        alpha=None if self.alpha is None else self.alpha.to(device),
                        mask=None if self.mask is None else self.mask.to(device),
@@ -52,10 +52,10 @@ class Scene:
         return self.frames[0].camera.width, self.frames[0].camera.height
 
 
-def _image_name(file_path: str, what: str, always: bool, ext: str = ".png") -> Path:
+def _image_name(file_path: str, what: str, always: bool) -> Path:
     rel = Path(file_path)
     try:
-        return rel.with_suffix(ext) if always or not rel.suffix else rel
+        return rel.with_suffix(".png") if always or not rel.suffix else rel
     except ValueError:  # "", ".": no file name to give a suffix
         raise MetatuneError(f"{what} {file_path!r} names no file") from None
 

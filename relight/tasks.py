@@ -6,6 +6,7 @@ image's pixels instead: disjoint random halves of its TILE x TILE tiles.
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -38,10 +39,15 @@ class LightTask:
                                         "cover disjoint pixels)")
 
 
+def tile_grid(height: int, width: int, tile: int = TILE) -> tuple[int, int]:
+    """Rows and columns of `tile`-pixel tiles covering an image (the last ones may be cut)."""
+    return -(-height // tile), -(-width // tile)
+
+
 def tile_halves(height: int, width: int, gen: torch.Generator,
                 tile: int = TILE) -> tuple[Tensor, Tensor]:  # support [H, W] bool, query [H, W] bool
     """A random half of the image's tiles and the other half: disjoint, together every pixel."""
-    ty, tx = -(-height // tile), -(-width // tile)
+    ty, tx = tile_grid(height, width, tile)
     if ty * tx < 2:
         raise MetatuneError(f"a {width}x{height} image has fewer than 2 tiles of {tile} pixels; a single view "
                             "cannot be split into support and query pixels")
@@ -63,7 +69,7 @@ class TaskSampler:
         for group in self.groups:
             if len(group) == 1:
                 cam = group[0].camera
-                if -(-cam.height // TILE) * -(-cam.width // TILE) < 2:
+                if math.prod(tile_grid(cam.height, cam.width)) < 2:
                     raise MetatuneError(f"frame {group[0].file_path!r} is the only view of its light and is "
                                         f"{cam.width}x{cam.height}: too small to split into {TILE}-pixel tiles")
         self.support_views, self.query_views = support_views, query_views
