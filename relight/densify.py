@@ -46,17 +46,17 @@ class ScreenGradients:
         self.total = torch.zeros(n)
         self.seen = torch.zeros(n)
         self.radius = torch.zeros(n)  # largest cut-off radius, as a fraction of the image's longer side
-        self._pending: list[tuple[Projected, float]] = []
+        self._pending: list[Projected] = []
 
     def __call__(self, proj: Projected) -> None:  # the rasterizer's `watch`
         if proj.means2d.requires_grad:
             proj.means2d.retain_grad()
-            self._pending.append((proj, 1.0))
+            self._pending.append(proj)
 
     def collect(self, width: int, height: int) -> None:
         """Read the gradients of the renders since the last call (after backward)."""
         half = 0.5 * max(width, height)
-        for proj, _ in self._pending:
+        for proj in self._pending:
             if proj.means2d.grad is None:
                 continue
             vis = (proj.radii > 0).cpu()
