@@ -8,6 +8,8 @@ in a box around the cameras' focus.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -41,12 +43,12 @@ def carved_points(frames: list[Frame], n: int, gen: torch.Generator, candidates:
     missed = torch.zeros(len(pts))
     for f, m in zip(frames, masks):
         cam = f.camera
-        w2c = torch.linalg.inv(cam.c2w.double())
-        local = (pts.double() @ w2c[:3, :3].T + w2c[:3, 3]).float()
-        z = -local[:, 2]  # OpenGL axes: the camera looks down -z
+        view = replace(cam, c2w=cam.c2w.double()).viewmat()  # world to OpenCV camera axes, in double
+        local = (pts.double() @ view[:3, :3].T + view[:3, 3]).float()
+        z = local[:, 2]
         front = z > 1e-6
         u = cam.fx * local[:, 0] / z.clamp_min(1e-6) + cam.cx
-        v = -cam.fy * local[:, 1] / z.clamp_min(1e-6) + cam.cy
+        v = cam.fy * local[:, 1] / z.clamp_min(1e-6) + cam.cy
         inside = front & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
         ui, vi = u.long().clamp(0, cam.width - 1), v.long().clamp(0, cam.height - 1)
         hit = m.cpu()[vi, ui]
