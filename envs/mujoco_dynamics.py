@@ -10,7 +10,7 @@ input u = ctrl. Use float64 states: the carried state is found by the exact byte
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ class MujocoDynamics:
         self.nq, self.nv, self.na, self.nu = m.nq, m.nv, m.na, m.nu
         self.nx = m.nq + m.nv + m.na
         self.dt = float(m.opt.timestep)
-        self.eps = eps
+        self.eps, self.nthread = eps, nthread
         self.fd = ConsistentFD(m, eps, tol, nthread)
         self.memo = StateMemo(m)
         self._ctrl_i = self.fd.user_i[: m.nu]
@@ -173,6 +173,15 @@ class MujocoDynamics:
         batch = torch.broadcast_shapes(x.shape[:-1], u.shape[:-1])
         return _MujocoStep.apply(x.expand(*batch, self.nx), u.expand(*batch, self.nu), self)
 
+    def native_rollout(self, x0: Tensor, policy: Any, params: Any, horizon: int, cost: Any,
+                       store_states: bool) -> Any:
+        """`metatune.rollout(self.step, ..., grad="forward")`: the closed loop and its gradient in the gains in
+        C, when policy and cost are envs.LinearFeedback and envs.QuadraticCost (envs/mujoco_closed_loop.py);
+        None otherwise (the rollout then says why forward mode is unavailable)."""
+        from envs.mujoco_closed_loop import native_rollout
+
+        return native_rollout(self, x0, policy, params, horizon, cost, store_states)
+
     def initial_state(self, dtype: torch.dtype = torch.float64) -> Tensor:
         """The model's reference configuration qpos0 at rest [nx]."""
         return torch.tensor(np.concatenate([self.model.qpos0, np.zeros(self.nv + self.na)]), dtype=dtype)
@@ -183,9 +192,9 @@ def _refuse_transforms() -> None:
     stack = torch._C._functorch.get_interpreter_stack() or []
     kinds = {level.key() for level in stack}
     if torch._C._functorch.TransformType.Jvp in kinds:
-        raise MetatuneError("MujocoDynamics has no forward-mode derivative (grad='forward'): its Jacobians come "
-                            "from finite differences of MuJoCo's C step, one full Jacobian per step, which the "
-                            "adjoint uses at the same cost for any number of gains; use grad='adjoint'")
+        raise MetatuneError("grad='forward' through MuJoCo runs the closed loop in C, for the policy and cost "
+                            "families envs.LinearFeedback and envs.QuadraticCost; this policy or cost is a "
+                            "Python function, which forward mode cannot step in C: use grad='adjoint'")
     if kinds:  # vmap: callers that try it (the vectorized adjoint) fall back to a loop on RuntimeError
         raise RuntimeError("MujocoDynamics.step cannot run under torch.func.vmap (MuJoCo steps in C)")
 

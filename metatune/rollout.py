@@ -366,6 +366,9 @@ def rollout(
     most VECTORIZE_MAX_SAVED numbers for backward (small operations, where per-operation overhead
     dominates). Functions that vmap cannot trace fall back to the step-by-step adjoint; the results agree
     to rounding.
+    With grad="forward", a `step` that is a bound method of an object with `native_rollout(x0, policy,
+    params, horizon, cost, store_states)` lets that object run the whole closed loop when it can (it returns
+    None when it cannot): `MujocoDynamics` does, in C, for envs.LinearFeedback and envs.QuadraticCost.
     """
     if grad not in GRADS:
         raise MetatuneError(f"unknown grad mode {grad!r}; choose one of {GRADS}")
@@ -376,6 +379,11 @@ def rollout(
         raise MetatuneError("x0 must be a Tensor of shape [..., nx]")
     if horizon < 1:
         raise MetatuneError(f"horizon must be >= 1, got {horizon}")
+    if grad == "forward":  # a simulator that runs the whole closed loop itself (MujocoDynamics, in C)
+        native = getattr(getattr(step, "__self__", None), "native_rollout", None)
+        out = native(x0, policy, params, horizon, cost, store_states) if native is not None else None
+        if out is not None:
+            return out
     ps, single = flatten(params, "params")
     sim = _Sim(step, policy, cost, horizon, single)
     sim.check_first(x0, ps)

@@ -29,12 +29,18 @@ have() { "$VENV/bin/python" -c "$1" >/dev/null 2>&1; }
 # relight's fused CPU rasterizer (C++ with OpenMP, relight/_ext/fused.cpp), built with torch's cpp_extension
 # into relight/_ext/build; skipped when its stamp is newer than the source. Should the build fail, relight
 # renders with its PyTorch rasterizer and tests/test_relight_kernel.py says why (and fails under CI).
+# The same for the MuJoCo closed loop (envs/_ext/closed_loop.cpp, linked against the mujoco package's
+# libmujoco): without it grad="forward" through MuJoCo says why, and the adjoint still works.
+build_one() {  # stamp source flags-file module what-if-not
+  if [ -f "$1" ] && [ "$1" -nt "$2" ] && [ "$1" -nt "$3" ]; then return 0; fi
+  echo "[setup] building $2 (a minute or two)"
+  "$VENV/bin/python" -m "$4" --build || echo "[setup] WARNING: $2 did not build; $5" >&2
+}
 build_kernel() {
-  local stamp=relight/_ext/build/.built  # written by a successful build
-  if [ -f "$stamp" ] && [ "$stamp" -nt relight/_ext/fused.cpp ] && [ "$stamp" -nt relight/kernel.py ]; then return 0; fi
-  echo "[setup] building relight's fused CPU kernel (a minute or two)"
-  "$VENV/bin/python" -m relight.kernel --build \
-    || echo "[setup] WARNING: relight's fused CPU kernel did not build; the PyTorch rasterizer will be used" >&2
+  build_one relight/_ext/build/.built relight/_ext/fused.cpp relight/kernel.py relight.kernel \
+    "the PyTorch rasterizer will be used"
+  build_one envs/_ext/build/.built envs/_ext/closed_loop.cpp envs/mujoco_closed_loop.py envs.mujoco_closed_loop \
+    "grad='forward' through MuJoCo is unavailable"
 }
 
 # Fast path: everything installed since the last change of pyproject.toml or this script.
