@@ -240,13 +240,15 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
     }
     // the nominal step (the trajectory's model), its tight twin, and every gain's two sides, on the pool
     double c_nom = 0.0;
-    bool bad_job = false;
+    bool bad_job = false, bad_control = false;
 #pragma omp parallel num_threads(nth)
     {
       Scratch& s = scratch[omp_get_thread_num()];
 #pragma omp single nowait
       {
         p.policy(x.data(), t, -1, 0.0, u.data());
+        for (int i = 0; i < p.nu; ++i)
+          if (!std::isfinite(u[i]) || std::abs(u[i]) > kMaxValue) bad_control = true;
         std::memcpy(nominal->ctrl, u.data(), sizeof(double) * p.nu);
         if (!p.sites_after_step && p.ns) mj_kinematics(m, nominal);
         if (!p.sites_after_step && p.ns) c_nom = p.cost(x.data(), u.data(), t, nominal);
@@ -271,7 +273,7 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
       }
     }
     read_x(m, nominal, x0n.data());
-    if (diverged(nominal, x0n.data(), nx)) {
+    if (bad_control || diverged(nominal, x0n.data(), nx)) {
       status = 1, status_step = t;
       break;
     }
