@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import metatune as mt
 from envs.mujoco_dynamics import MujocoDynamics, load_model
 from envs.mujoco_state import mujoco
 from envs.tasks import RobotTask, TaskDistribution
@@ -126,6 +127,7 @@ class MjcfTracking(TuningProblem):
         self.distribution = TaskDistribution(self.name, {k: (lo, hi) for k, (lo, hi) in spec.randomise.items()})
         self.log_gains0 = self._default_log_gains()
         self._dynamics: OrderedDict[tuple, MujocoDynamics] = OrderedDict()
+        self.grad = self._cheaper_grad()
 
     # -- the model ---------------------------------------------------------------------------------
     def _controlled(self, names: list[str]) -> list[int]:
@@ -253,6 +255,56 @@ class MjcfTracking(TuningProblem):
             if len(self._dynamics) > 64:
                 self._dynamics.popitem(last=False)[1].fd.close()
         return dyn
+
+    def _cheaper_grad(self) -> str:
+        """"forward" (the closed loop in C, 2 G + 2 steps per step) when the gains are no more than a step
+        Jacobian's columns (2 nv + na + nu, the adjoint's cost per step, plus its Python per step), else
+        "adjoint"; the adjoint also when the C loop is not built."""
+        from envs.mujoco_closed_loop import EXTENSION
+
+        gains = self.init_params().numel()
+        columns = 2 * self.nv + self.na + self.nu
+        return "forward" if gains <= columns and EXTENSION.load() is not None else "adjoint"
+
+    def native_families(self, dyn: MujocoDynamics) -> tuple[Any, Any]:
+        """This problem's policy and cost as envs.LinearFeedback and envs.QuadraticCost (the same functions
+        `closed_loop` writes in torch), for grad="forward" on one robot; the gains are flattened to [G]."""
+        from envs.mujoco_closed_loop import LinearFeedback, QuadraticCost
+
+        n, nx, act = len(self.actuators), self.nq + self.nv + self.na, self.actuators
+        rows = torch.tensor(act, device=self.device)
+        pos, vel = torch.tensor(self.qadr, device=self.device), torch.tensor(self.vel_idx, device=self.device)
+        linear = self.spec.controller == "linear"
+
+        def matrix(flat: Tensor) -> Tensor:  # u = W (x - target): PD rows -kp at q, -kd at qdot, minus K
+            kp, kd = self._gains(flat if not linear else flat.reshape(n, nx))
+            w = torch.zeros(n, nx, dtype=flat.dtype, device=flat.device)
+            w = w.index_put((torch.arange(n), pos), -kp).index_put((torch.arange(n), vel), -kd)
+            if linear:
+                w = w - flat.reshape(n, nx)
+            return torch.zeros(self.nu, nx, dtype=flat.dtype, device=flat.device).index_copy(0, rows, w)
+
+        weights = torch.zeros(nx, dtype=self.dtype, device=self.device)
+        weights[self.qadr] = 1.0
+        sites = list(self.site_targets)
+        site_ref = torch.stack([self.site_targets[s] for s in sites], 1) if sites else None
+        cost = QuadraticCost(weights, target=self.x_target, effort=self.spec.effort, sites=sites,
+                             site_targets=site_ref, dynamics=dyn)
+        return LinearFeedback(matrix, reference=self.x_target), cost
+
+    def robot_losses(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None,
+                     physics: str = "torch") -> Tensor:
+        """As TuningProblem's; with grad="forward" each robot's closed loop runs in C (envs/mujoco_closed_loop.py)."""
+        if (grad or self.grad) != "forward":
+            return super().robot_losses(params, tasks, grad, physics)
+        losses = []
+        for i, task in enumerate(tasks):
+            dyn = self.dynamics(task)
+            policy, cost = self.native_families(dyn)
+            out = mt.rollout(dyn.step, self.x0, policy, params[i].reshape(-1), self.horizon, grad="forward",
+                             cost=cost, store_states=False)
+            losses.append(out.cost)
+        return torch.stack(losses) / self.horizon
 
     # -- TuningProblem ---------------------------------------------------------------------------------
     def init_params(self) -> Tensor:

@@ -112,3 +112,27 @@ def test_site_targets_in_the_reference_add_a_differentiable_task_space_cost(tmp_
     bad.write_text("time,tip.w\n0,0\n1,1\n")
     with pytest.raises(MetatuneError, match="tip.w"):
         MjcfTracking(MjcfSpec(mjcf=os.path.join(SUITE, "finger.xml"), reference=str(bad)), horizon=10)
+
+
+@pytest.mark.parametrize("controller", ["pd", "linear"])
+def test_mjcf_losses_in_c_equal_the_adjoints(tmp_path, controller):
+    """grad="forward" runs each robot's closed loop in C from the problem's own policy and cost written as
+    LinearFeedback and QuadraticCost: the same loss as the torch closed loop, the same gradient."""
+    import torch
+
+    ref = tmp_path / "ref.csv"
+    ref.write_text("time,proximal,tip.x,tip.z\n0,0.0,0.0,0.3\n1,0.5,0.1,0.35\n")
+    problem = MjcfTracking(MjcfSpec(mjcf=os.path.join(SUITE, "finger.xml"), reference=str(ref),
+                                    controller=controller, randomise={"mass": [0.8, 1.2]}), horizon=40)
+    gains, columns = problem.init_params().numel(), 2 * problem.nv + problem.na + problem.nu
+    assert problem.grad == ("forward" if gains <= columns else "adjoint")
+    tasks = problem.sample_tasks(2, seed=1)
+    params = problem.batch_params(2)
+    params = params + 0.05 * torch.randn(params.shape, generator=torch.Generator().manual_seed(0), dtype=params.dtype)
+    out = {}
+    for grad in ("forward", "adjoint"):
+        leaf = params.clone().requires_grad_()
+        losses = problem.robot_losses(leaf, tasks, grad)
+        out[grad] = (losses.detach(), torch.autograd.grad(losses.sum(), leaf)[0])
+    assert torch.allclose(out["forward"][0], out["adjoint"][0], rtol=1e-12)
+    assert torch.allclose(out["forward"][1], out["adjoint"][1], rtol=1e-5, atol=1e-6 * float(out["adjoint"][1].abs().max()))
