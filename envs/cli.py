@@ -43,13 +43,15 @@ def _mjcf_spec(args: argparse.Namespace) -> dict[str, Any] | None:
         for flag in ("reference", "actuators", "setpoint", "randomise"):
             if getattr(args, flag):
                 raise MetatuneError(f"--{flag} needs --mjcf (the built-in tasks have their own references)")
+        if args.grad != "auto":
+            raise MetatuneError("--grad needs --mjcf (the built-in tasks' physics is torch)")
         return None
     from envs.mjcf_problem import MjcfSpec, parse_ranges, parse_setpoint
 
     spec = MjcfSpec(mjcf=str(Path(args.mjcf).resolve()), controller=args.controller,
                     actuators=[a for a in (args.actuators or "").split(",") if a],
                     reference=str(Path(args.reference).resolve()) if args.reference else None,
-                    setpoint=parse_setpoint(args.setpoint))
+                    setpoint=parse_setpoint(args.setpoint), grad=args.grad)
     if args.randomise:
         spec.randomise = parse_ranges(args.randomise)
     return asdict(spec)
@@ -66,6 +68,9 @@ def _add_mjcf(p: argparse.ArgumentParser) -> None:
     g.add_argument("--setpoint", action="append", default=[], help="joint=target (default: hold the start pose)")
     g.add_argument("--randomise", action="append", default=[],
                    help="name=lo:hi factor range of mass, inertia, friction, damping or gear (default mass=0.7:1.3)")
+    g.add_argument("--grad", choices=("auto", "forward", "adjoint"), default="auto",
+                   help="gradients through MuJoCo: the closed loop in C with forward sensitivities (cheaper for few "
+                        "gains), the adjoint (for many), or auto: forward while gains <= 2 nv + na + nu")
 
 
 def _robots(args: argparse.Namespace, problem) -> list:

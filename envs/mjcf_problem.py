@@ -43,6 +43,7 @@ class MjcfSpec:
     setpoint: dict[str, float] = field(default_factory=dict)  # joint -> target (default: the start pose)
     randomise: dict[str, list[float]] = field(default_factory=lambda: {"mass": [0.7, 1.3]})
     effort: float = 1e-3                       # weight of the control effort in the cost
+    grad: str = "auto"                         # auto | forward | adjoint (see MjcfTracking._cheaper_grad)
 
 
 def parse_ranges(items: list[str]) -> dict[str, list[float]]:
@@ -257,11 +258,17 @@ class MjcfTracking(TuningProblem):
         return dyn
 
     def _cheaper_grad(self) -> str:
-        """"forward" (the closed loop in C, 2 G + 2 steps per step) when the gains are no more than a step
-        Jacobian's columns (2 nv + na + nu, the adjoint's cost per step, plus its Python per step), else
-        "adjoint"; the adjoint also when the C loop is not built."""
+        """The spec's grad; "auto": "forward" (the closed loop in C, 2 G + 2 steps per step) when the gains are no
+        more than a step Jacobian's columns (2 nv + na + nu, the adjoint's cost per step, plus its Python per
+        step), else "adjoint"; the adjoint also when the C loop is not built."""
         from envs.mujoco_closed_loop import EXTENSION
 
+        if self.spec.grad not in ("auto", "forward", "adjoint"):
+            raise MetatuneError(f"--grad {self.spec.grad!r}: choose auto, forward or adjoint")
+        if self.spec.grad == "forward" and EXTENSION.load() is None:
+            raise MetatuneError(f"--grad forward needs the MuJoCo closed loop in C: {EXTENSION.unavailable_reason()}")
+        if self.spec.grad != "auto":
+            return self.spec.grad
         gains = self.init_params().numel()
         columns = 2 * self.nv + self.na + self.nu
         return "forward" if gains <= columns and EXTENSION.load() is not None else "adjoint"

@@ -42,12 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="meta-training steps")
     parser.add_argument("--horizon", type=int, default=100)
     parser.add_argument("--robots", type=int, default=8, help="held-out robots to evaluate on")
+    parser.add_argument("--grad", choices=("auto", "forward", "adjoint"), default="auto",
+                        help="gradients through MuJoCo (metatune robot train --grad)")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     ref = reference_csv(args.out / "reference.csv", args.joints.split(","), seconds=5.0)
     common = ["--randomise", "mass=0.5:2.0", "--randomise", "damping=0.5:2.0"]
     code = metatune(["robot", "train", "--mjcf", str(args.mjcf), "--reference", str(ref), *common,
                      "--horizon", str(args.horizon), "--steps", str(args.steps), "--robots-per-task", "2",
+                     "--grad", args.grad,
                      "--out", str(args.out / "train"), "--force"])
     if code:
         return code
