@@ -79,7 +79,3 @@ class Extension:
     def unavailable_reason(self) -> str | None:
         """Why `load()` gives None (None when the module is loaded or not yet asked for)."""
         return self._failure
-
-    def forget(self) -> None:
-        """Drop the loaded module and any failure, so that the next `load()` looks again (tests)."""
-        self._module, self._failure = None, None

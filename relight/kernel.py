@@ -9,12 +9,7 @@ The PyTorch code in projection.py and rasterize.py stays the reference it is tes
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import logging
-import os
-import shutil
 import sys
-import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -22,14 +17,11 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from metatune.extension import Extension
 from relight.camera import Camera
 from relight.projection import ALPHA_MAX, ALPHA_MIN, BLUR, NEAR, Projected
 
 SOURCE = Path(__file__).with_name("_ext") / "fused.cpp"
-BUILD_DIR = SOURCE.parent / "build"  # gitignored (build/)
-NAME = "relight_fused"
-LIBRARY = BUILD_DIR / f"{NAME}.so"
-STAMP = BUILD_DIR / ".built"  # written after a successful build; setup.sh checks it too
 # -ffp-contract=off: no fused multiply-adds, so that the backward recomputes every alpha bit for bit as the
 # forward did (the cut-off alpha >= ALPHA_MIN decides the same way in both). -fno-trapping-math: floating-
 # point exceptions are never enabled, and without it g++ keeps min/max and selects as branches, which stops
@@ -37,30 +29,6 @@ STAMP = BUILD_DIR / ".built"  # written after a successful build; setup.sh check
 # -march=native: the build happens on the machine that runs it (setup); AVX2 takes 8 pixels at a time.
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp"]
 T_MIN = 1e-4  # a pixel stops compositing at the Gaussian that would bring its transmittance below this
-
-_module: ModuleType | None = None
-_failure: str | None = None
-
-
-def _find_ninja() -> None:
-    """torch's builder runs `ninja` from PATH: add the venv's bin (pip's ninja) when PATH lacks one."""
-    if shutil.which("ninja") is None:
-        os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-
-
-def build(verbose: bool = False) -> ModuleType:
-    """Compile the extension into BUILD_DIR (ninja rebuilds only what changed), import it and stamp it."""
-    global _module, _failure
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # its import warns of no CUDA
-    from torch.utils import cpp_extension
-    _find_ninja()
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    module = _checked(cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS,
-                                         extra_ldflags=["-fopenmp"], build_directory=str(BUILD_DIR),
-                                         verbose=verbose))
-    STAMP.touch()
-    _module, _failure = module, None
-    return module
 
 
 def _checked(module: ModuleType) -> ModuleType:
@@ -73,43 +41,10 @@ def _checked(module: ModuleType) -> ModuleType:
     return module
 
 
-def is_built() -> bool:
-    return LIBRARY.is_file()
-
-
-def up_to_date() -> bool:
-    """Built, and stamped after the last change of fused.cpp and of this file (its flags)."""
-    return (is_built() and STAMP.is_file()
-            and STAMP.stat().st_mtime >= max(SOURCE.stat().st_mtime, Path(__file__).stat().st_mtime))
-
-
-def load() -> ModuleType | None:
-    """The extension if it has been built, else None: the library itself when it is up to date (no compiler
-    or ninja needed), otherwise rebuilt first."""
-    global _module, _failure
-    if _module is not None or _failure is not None:
-        return _module
-    if not is_built():
-        _failure = f"not built: run `python -m relight.kernel --build` (or `make setup`) to build {SOURCE}"
-        return None
-    try:
-        if not up_to_date():
-            return build()
-        spec = importlib.util.spec_from_file_location(NAME, LIBRARY)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _module = _checked(module)
-        return _module
-    except Exception as err:  # noqa: BLE001 - a broken build falls back to the PyTorch path, saying why
-        _failure = f"{type(err).__name__}: {str(err)[-500:]}"
-        warnings.warn(f"relight's fused CPU kernel did not load, using the PyTorch rasterizer: {_failure}",
-                      stacklevel=2)
-        return None
-
-
-def unavailable_reason() -> str | None:
-    """Why `load()` gives None (None when the kernel is loaded or not yet asked for)."""
-    return _failure
+EXTENSION = Extension("relight_fused", SOURCE, Path(__file__), "python -m relight.kernel --build", CFLAGS,
+                      ldflags=["-fopenmp"], check=_checked, fallback=", using the PyTorch rasterizer")
+load, build, is_built, unavailable_reason = (EXTENSION.load, EXTENSION.build, EXTENSION.is_built,
+                                             EXTENSION.unavailable_reason)
 
 
 def supports(means: Tensor, colors: Tensor, *others: Tensor) -> bool:
@@ -207,7 +142,7 @@ def main() -> int:
         print("built" if is_built() else "not built")
         return 0
     build(verbose=args.verbose)
-    print(f"[relight.kernel] built {LIBRARY}")
+    print(f"[relight.kernel] built {EXTENSION.library}")
     return 0
 
 
