@@ -190,3 +190,24 @@ def test_forward_at_a_contact_switch_takes_the_piece_the_trajectory_follows(offs
     unchecked = MujocoDynamics(model, tol=float("inf"))
     _, bad = gradient(unchecked, x0, policy, cost, torch.zeros(2, dtype=torch.float64), horizon, "forward")
     assert np.abs(bad.numpy() - ref).max() > 1e3 * np.abs(ref).max()
+
+
+def test_forward_equals_adjoint_on_an_rk4_model_with_a_site():
+    """dm_control's acrobot integrates with RK4, where mj_step's kinematics end at the last stage: the C loop
+    then reads the site at the step's start itself."""
+    model = suite("acrobot")
+    assert model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4
+    rng = np.random.default_rng(0)
+    nx = model.nq + model.nv
+    k0 = torch.from_numpy(0.1 * rng.standard_normal((model.nu, nx)))
+    proj = torch.from_numpy(rng.standard_normal((model.nu * nx, 3)))
+    policy = LinearFeedback(lambda th: k0 + (proj @ th).reshape(k0.shape), scale=0.3)
+    x0 = torch.from_numpy(0.1 * rng.standard_normal(nx))
+    dyn = MujocoDynamics(model)
+    cost = QuadraticCost(1.0, effort=0.1, sites=["tip"], site_targets=torch.ones(50, 1, 3, dtype=torch.float64),
+                         dynamics=dyn)
+    theta = torch.zeros(3, dtype=torch.float64)
+    c_fwd, g_fwd = gradient(dyn, x0, policy, cost, theta, 50, "forward")
+    c_adj, g_adj = gradient(dyn, x0, policy, cost, theta, 50, "adjoint")
+    assert c_fwd == pytest.approx(c_adj, rel=1e-12)
+    assert torch.allclose(g_fwd, g_adj, rtol=1e-6, atol=1e-6 * float(g_adj.abs().max()))
