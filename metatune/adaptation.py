@@ -22,6 +22,9 @@ class Adapted:
     std: Tensors | None       # per-parameter posterior std (uncertainty mode), else None
     frozen: Params | None     # bool masks of parameters frozen because their std collapsed
     losses: list[float]       # inner loss before each step and after the last
+    # with record=True: each step taken as (x_k, g_k, f_k), x_{k+1} = x_k - f_k * trust_region(lr * g_k), f_k the
+    # backtracking factor; x_0 is the start itself (with its graph), the rest detached
+    trace: list[tuple[Params, Params, float]] | None = None
 
 
 def _rademacher(t: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -60,6 +63,7 @@ def inner_adapt(
     generator: torch.Generator | None = None,
     max_step: float | None = None,
     backtrack: int = 0,
+    record: bool = False,
 ) -> Adapted:
     """Run `steps` updates x <- x - lr * s * grad, where s = 1 (no `prior_var`) or the uncertainty scaling.
 
@@ -71,21 +75,26 @@ def inner_adapt(
     moves a parameter by more than max_step (smooth, so step sizes keep their meta-gradient).
     `backtrack`: where the loss after a step fails (a MetatuneError, e.g. a diverging rollout) or is not
     finite, the step is halved and retried, at most this many times.
+    `record`: keep each step's point, gradient and backtracking factor in `Adapted.trace` (for
+    `second_order_meta_gradient`; not with `prior_var`).
     """
+    if record and prior_var is not None:
+        raise MetatuneError("record=True traces plain and per-parameter steps only, not uncertainty-scaled ones")
     with torch.enable_grad():  # adaptation needs gradients even when the caller is under no_grad
         return _inner_adapt(loss_fn, start, steps, lrs, create_graph, prior_var, freeze_ratio, probes,
-                            curvature_decay, generator, max_step, backtrack)
+                            curvature_decay, generator, max_step, backtrack, record)
 
 
 def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int, lrs: Params, create_graph: bool,
                  prior_var: Params | None, freeze_ratio: float, probes: int, curvature_decay: float,
-                 generator: torch.Generator | None, max_step: float | None, backtrack: int) -> Adapted:
+                 generator: torch.Generator | None, max_step: float | None, backtrack: int, record: bool) -> Adapted:
     x = tuple(t if t.requires_grad else t.detach().requires_grad_() for t in start)
     uncertain = prior_var is not None
     curv = ema = tuple(torch.zeros_like(t.detach()) for t in x)
     frozen = tuple(torch.zeros_like(t, dtype=torch.bool) for t in x)
     losses: list[float] = []
     previous: tuple[Params, Params] | None = None  # (x before the last step, the step)
+    trace: list[tuple[Params, Params, float]] = []
     for k in range(steps + 1):
         for attempt in range(backtrack + 1):
             try:
@@ -102,6 +111,9 @@ def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
                 d = tuple(di / 2 for di in d)
                 previous = (x_prev, d)
                 x = tuple(xi - di for xi, di in zip(x_prev, d))
+        if trace:  # the last step's backtracking factor
+            x_k, g_k, _ = trace[-1]
+            trace[-1] = (x_k, g_k, 0.5 ** attempt)
         losses.append(float(loss.detach()))
         if k == steps:
             break
@@ -121,9 +133,44 @@ def _inner_adapt(loss_fn: Callable[[Params], Tensor], start: Params, steps: int,
         else:
             steps_ = tuple(lr * gi for lr, gi in zip(lrs, g))
         steps_ = tuple(trust_region(d, max_step) for d in steps_)
+        if record:
+            trace.append((x if k == 0 else tuple(xi.detach() for xi in x), tuple(gi.detach() for gi in g), 1.0))
         previous = (x, steps_)
         x = tuple(xi - d for xi, d in zip(x, steps_))
     std = None
     if prior_var is not None:  # i.e. uncertain
         std = tuple((pv / (1.0 + pv * c)).detach().sqrt().expand_as(xi).clone() for pv, c, xi in zip(prior_var, curv, x))
-    return Adapted(params=x, std=std, frozen=frozen if uncertain else None, losses=losses)
+    return Adapted(params=x, std=std, frozen=frozen if uncertain else None, losses=losses,
+                   trace=trace if record else None)
+
+
+def second_order_meta_gradient(loss_fn: Callable[[Params], Tensor], trace: list[tuple[Params, Params, float]],
+                               lrs: Params, outer_grad: Params, max_step: float | None,
+                               eps: float) -> tuple[Params, Params]:
+    """The gradient of an outer loss L(x_K) w.r.t. the start x_0 and the step sizes `lrs`, through the recorded
+    inner steps (inner_adapt(record=True)), second-order term included, for losses that are not twice
+    differentiable (adjoint rollouts): each step's Hessian-vector product is a forward difference of the inner
+    gradient, the point moved by at most `eps` per element. outer_grad: dL/dx_K. One extra gradient per step.
+
+    Each step is x_{k+1} = x_k - f_k d(lr g_k), d = trust_region, so with s_k = d'(lr g_k) (elementwise)
+    v_k = v_{k+1} - H_k (f_k s_k lr v_{k+1}) and dL/dlr += -f_k s_k g_k v_{k+1}, from v_K = outer_grad.
+    """
+    v = tuple(gi.detach() for gi in outer_grad)
+    lr_d = tuple(lr.detach() for lr in lrs)
+    grad_lr = [torch.zeros_like(lr) for lr in lr_d]
+    with torch.enable_grad():
+        for x, g, factor in reversed(trace):
+            slope = tuple(torch.ones_like(gi) if max_step is None else 1 - torch.tanh(lr * gi / max_step) ** 2
+                          for lr, gi in zip(lr_d, g))
+            for i, (s, gi, vi) in enumerate(zip(slope, g, v)):
+                grad_lr[i] = grad_lr[i] - (factor * s * gi * vi).sum_to_size(lr_d[i].shape)
+            w = tuple(factor * s * lr * vi for s, lr, vi in zip(slope, lr_d, v))
+            scale = max(float(wi.abs().max()) for wi in w)
+            if scale == 0.0:
+                continue
+            h = eps / scale
+            xp = tuple((xi.detach() + h * wi).requires_grad_() for xi, wi in zip(x, w))
+            gp = torch.autograd.grad(loss_fn(xp), xp, allow_unused=True)
+            v = tuple(vi - (torch.zeros_like(vi) if gpi is None else (gpi - gi) / h)
+                      for vi, gpi, gi in zip(v, gp, g))
+    return v, tuple(grad_lr)

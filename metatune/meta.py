@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from metatune import distributed
-from metatune.adaptation import Adapted, inner_adapt
+from metatune.adaptation import Adapted, inner_adapt, second_order_meta_gradient
 from metatune.atomic import append_jsonl
 from metatune.batched import batched_adapt_and_score, stack_tasks
 from metatune.checkpoint import load as load_checkpoint
@@ -40,6 +40,11 @@ class MetaConfig:
     inner_max_step: float | None = None  # trust region of each inner update, per element (adaptation.inner_adapt)
     inner_backtrack: int = 0      # halvings of an inner step whose loss then fails or is not finite
     drop_diverging: bool = False  # train: a task whose adaptation or outer loss diverges is dropped and counted
+    # first-order training with the second-order term restored by finite-difference Hessian-vector products of
+    # the inner gradient, the parameters moved by at most this (adaptation.second_order_meta_gradient); for losses
+    # that are not twice differentiable (adjoint rollouts), where inner steps overshoot and the first-order
+    # meta-gradient points the wrong way. None: the first-order approximation
+    fd_hessian: float | None = None
     seed: int = 0
     batch_tasks: bool | None = None  # adapt a meta-batch in one vmap (metatune.batched); None: when tasks stack
 
@@ -48,6 +53,11 @@ class MetaConfig:
             raise MetatuneError(f"unknown meta-learning method {self.method!r}; choose one of {METHODS}")
         if self.inner_steps < 0 or self.meta_batch < 1:
             raise MetatuneError("inner_steps must be >= 0 and meta_batch >= 1")
+        if self.fd_hessian is not None and (not self.fd_hessian > 0 or not self.is_first_order
+                                            or self.method == "uncertainty"):
+            raise MetatuneError(f"fd_hessian must be > 0 and needs first-order training of a method other than "
+                                f"'uncertainty', got fd_hessian={self.fd_hessian}, method {self.method!r}, "
+                                f"first_order={self.first_order}")
 
     @property
     def is_first_order(self) -> bool:
@@ -174,23 +184,45 @@ class MetaTuner:
             return tuple(torch.exp(p) for p in self.log_lr)
         return tuple(torch.full((), self.config.inner_lr, dtype=p.dtype, device=p.device) for p in self.log_lr)
 
-    def _adapt(self, task: Task, steps: int, create_graph: bool,
-               inner_loss: Callable[[Tensors, Task], Tensor] | None = None,
-               generator: torch.Generator | None = None) -> Adapted:
-        start = self._start(task)
-        uncertain = self.config.method == "uncertainty"
+    def _task_loss(self, task: Task, inner_loss: Callable[[Tensors, Task], Tensor] | None = None
+                   ) -> Callable[[tuple[Tensor, ...]], Tensor]:
+        """The inner loss of `task` on flat parameters."""
         inner = inner_loss or self.inner_loss
 
         def loss(x: tuple[Tensor, ...]) -> Tensor:
             assert self._single is not None  # set by _start from the init's first output
             return inner(unflatten(x, self._single), task)
 
+        return loss
+
+    def _adapt(self, task: Task, steps: int, create_graph: bool,
+               inner_loss: Callable[[Tensors, Task], Tensor] | None = None,
+               generator: torch.Generator | None = None, record: bool = False) -> Adapted:
+        start = self._start(task)
+        uncertain = self.config.method == "uncertainty"
         assert self.log_prior_std is not None  # _start -> _ensure_meta created it
         prior_var = tuple(torch.exp(2 * p) for p in self.log_prior_std) if uncertain else None
-        return inner_adapt(loss, start, steps, self._lrs(), create_graph=create_graph, prior_var=prior_var,
-                           freeze_ratio=self.config.freeze_ratio, probes=self.config.probes,
+        return inner_adapt(self._task_loss(task, inner_loss), start, steps, self._lrs(), create_graph=create_graph,
+                           prior_var=prior_var, freeze_ratio=self.config.freeze_ratio, probes=self.config.probes,
                            generator=generator or self.generator, max_step=self.config.inner_max_step,
-                           backtrack=self.config.inner_backtrack)
+                           backtrack=self.config.inner_backtrack, record=record)
+
+    def _second_order(self, task: Task, res: Adapted, outer: Tensor) -> Tensor:
+        """`outer` (the outer loss at the adapted parameters) with the meta-gradient of config.fd_hessian: its value,
+        and a backward that gives the start and the step sizes their second-order meta-gradient."""
+        assert isinstance(res.params, tuple) and res.trace is not None  # _adapt(record=True)
+        if not res.trace:  # no inner step: the first-order gradient is exact
+            return outer
+        outer_grad = torch.autograd.grad(outer, res.params, allow_unused=True)
+        outer_grad = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(res.params, outer_grad))
+        lrs = self._lrs()
+        v0, grad_lr = second_order_meta_gradient(self._task_loss(task), res.trace, lrs, outer_grad,
+                                                 self.config.inner_max_step, float(self.config.fd_hessian or 0.0))
+        # a surrogate whose value is the outer loss and whose gradient is (v0, grad_lr) on (start, step sizes)
+        pairs = [(x, v) for x, v in zip(res.trace[0][0], v0)] + [(lr, g) for lr, g in zip(lrs, grad_lr)]
+        linear = sum(((t * d).sum() for t, d in pairs if t.requires_grad), torch.zeros((), dtype=outer.dtype,
+                                                                                     device=outer.device))
+        return outer.detach() + linear - linear.detach()
 
     # -- the three verbs ---------------------------------------------------------------------------
     def train(self, steps: int, sample_tasks: Callable[[int], Sequence[Task]] | None = None,
@@ -222,11 +254,13 @@ class MetaTuner:
             for i in mine if batched is None else ():
                 try:
                     res = self._adapt(tasks[i], cfg.inner_steps, create_graph=not cfg.is_first_order,
-                                      generator=self._task_generator(i))
+                                      generator=self._task_generator(i), record=cfg.fd_hessian is not None)
                     assert isinstance(res.params, tuple) and self._single is not None  # as _adapt returns them
                     task_outer = self.outer_loss(unflatten(res.params, self._single), tasks[i])
                     if not bool(torch.isfinite(task_outer.detach())):
                         raise MetatuneError(f"task {i}: non-finite outer loss")
+                    if cfg.fd_hessian is not None:
+                        task_outer = self._second_order(tasks[i], res, task_outer)
                 except MetatuneError:
                     if not cfg.drop_diverging:
                         raise
@@ -283,7 +317,8 @@ class MetaTuner:
         loop must run them: curvature probes (method "uncertainty"), tasks that do not stack, batch_tasks=False,
         or (batch_tasks=None) losses that torch.func cannot trace."""
         mode = self.config.batch_tasks
-        if mode is False or self.config.method == "uncertainty" or self._vmap_failed:
+        if mode is False or self.config.method == "uncertainty" or self.config.fd_hessian is not None \
+                or self._vmap_failed:
             return None
         stacked = stack_tasks(tasks)
         if stacked is None:
