@@ -91,20 +91,22 @@ def _robots(args: argparse.Namespace, problem) -> list:
 def _train(args: argparse.Namespace) -> int:
     from envs.meta_tuning import RobotMetaConfig
     from envs.problems import PROBLEMS
-    from envs.tuning_problem import TuningProblem
+    from envs.tuning_problem import FD_HESSIAN, TuningProblem
     from envs.workflows import train
     from metatune.verb_args import torch_device
 
     device = torch_device(args.device)
     mjcf = _mjcf_spec(args)
     task = "mjcf" if mjcf is not None else args.task
-    outer_lr = args.outer_lr or PROBLEMS.get(task, TuningProblem).outer_lr
+    defaults = PROBLEMS.get(task, TuningProblem)
     cfg = RobotMetaConfig(method=args.method, init=args.init, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
-                          outer_lr=outer_lr, robots_per_task=args.robots_per_task, seed=args.seed)
+                          outer_lr=args.outer_lr or defaults.outer_lr, robots_per_task=args.robots_per_task,
+                          seed=args.seed, fd_hessian={None: defaults.fd_hessian, "first-order": None,
+                                                      "second-order": FD_HESSIAN}[args.meta_gradient])
     if cfg.method not in ("metasgd", "fomaml"):
         raise MetatuneError(f"--method {cfg.method!r}: adjoint rollouts support first-order 'metasgd' or 'fomaml'")
     print(json.dumps(train(task, args.out, args.steps, cfg, args.horizon, args.dt, force=args.force, mjcf=mjcf,
-                           device=device), indent=2))
+                           device=device, validation_robots=args.validation_robots), indent=2))
     return 0
 
 
@@ -153,6 +155,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--outer-lr", type=positive_float, default=None,
                     help="meta-training step (default: the task's, 0.05; cartpole 0.02)")
     tr.add_argument("--robots-per-task", type=positive_int, default=4)
+    tr.add_argument("--meta-gradient", choices=("first-order", "second-order"), default=None,
+                    help="second-order: Hessian-vector products by finite differences of the adjoint gradient "
+                         "(default: the task's; cartpole second-order, the others first-order)")
+    tr.add_argument("--validation-robots", type=nonnegative_int, default=8,
+                    help="held-out robots scored before and after training (metrics.json 'validation'; 0: none)")
     tr.add_argument("--horizon", type=positive_int, default=None)
     tr.add_argument("--dt", type=positive_float, default=None)
     _add_mjcf(tr)

@@ -25,6 +25,7 @@ class RobotMetaConfig:
     robots_per_task: int = 4      # robots simulated together in one rollout (one meta-task)
     inner_max_step: float = 1.0   # trust region of an inner step on a log-gain (a factor of e at most)
     inner_backtrack: int = 4      # halvings of an inner step after which a robot's rollout diverged
+    fd_hessian: float | None = None  # second-order meta-gradient by finite-difference Hessian-vector products
     seed: int = 0
 
 
@@ -45,7 +46,7 @@ def make_tuner(problem: TuningProblem, cfg: RobotMetaConfig, log_path: Path | No
     config = mt.MetaConfig(method=cfg.method, inner_steps=cfg.inner_steps, inner_lr=cfg.inner_lr,
                            outer_lr=cfg.outer_lr, meta_batch=1, first_order=True, batch_dims=1, seed=cfg.seed,
                            inner_max_step=cfg.inner_max_step, inner_backtrack=cfg.inner_backtrack,
-                           drop_diverging=True)
+                           drop_diverging=True, fd_hessian=cfg.fd_hessian)
     tuner: mt.MetaTuner
 
     def sample(n: int) -> list[list[RobotTask]]:

@@ -14,6 +14,8 @@ from torch import Tensor
 import metatune as mt
 from envs.tasks import RobotTask, TaskDistribution
 
+FD_HESSIAN = 1e-5  # finite-difference step (on log-gains) of second-order meta-gradients (MetaConfig.fd_hessian)
+
 
 @dataclass
 class Trajectory:
@@ -42,6 +44,9 @@ class TuningProblem(ABC):
     outer_lr: float = 0.05  # the meta-training step `metatune robot train` uses unless told
     log_loss: bool = True  # adapt on log(cost): scale-free steps, costs span decades across robots
     dropped_robots: int = 0  # robots left out of a loss because their closed loop diverged (see `loss`)
+    # the meta-gradient's second-order term by finite-difference Hessian-vector products (MetaConfig.fd_hessian)
+    # that `metatune robot train` uses unless told; None: first-order
+    fd_hessian: float | None = None
 
     @abstractmethod
     def init_params(self) -> Tensor:
@@ -80,27 +85,36 @@ class TuningProblem(ABC):
         out = mt.rollout(step, x0, policy, params, self.horizon, grad=grad or self.grad, cost=cost, store_states=False)
         return out.cost / self.horizon
 
-    def loss(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> Tensor:
-        """Sum over robots of their mean cost (or its log): each robot's gradient is its own (scalar).
+    def kept_losses(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> tuple[Tensor, list[bool]]:
+        """robot_losses of the robots whose closed loop does not diverge [K], and which those are [B].
 
-        A robot whose closed loop diverges at these gains (a MetatuneError from the rollout) is left out of
-        the sum and counted in `dropped_robots`, so one unstable robot does not abort meta-training; if every
-        robot diverges the error is raised.
+        A robot whose rollout raises a MetatuneError (it diverged) is left out and counted in `dropped_robots`;
+        if every robot diverges the error is raised.
         """
         try:
-            losses = self.robot_losses(params, tasks, grad)
+            return self.robot_losses(params, tasks, grad), [True] * len(tasks)
         except mt.MetatuneError:
             if len(tasks) == 1:
                 raise
-            kept = []
+            kept, mask = [], []
             for i in range(len(tasks)):  # find the diverging robots: each on its own
                 try:
                     kept.append(self.robot_losses(params[i:i + 1], tasks[i:i + 1], grad))
+                    mask.append(True)
                 except mt.MetatuneError:
                     self.dropped_robots += 1
+                    mask.append(False)
             if not kept:
                 raise
-            losses = torch.cat(kept)
+            return torch.cat(kept), mask
+
+    def loss(self, params: Tensor, tasks: list[RobotTask], grad: str | None = None) -> Tensor:
+        """Sum over robots of their mean cost (or its log): each robot's gradient is its own (scalar).
+
+        A robot whose closed loop diverges at these gains is left out of the sum (`kept_losses`), so one
+        unstable robot does not abort meta-training.
+        """
+        losses, _ = self.kept_losses(params, tasks, grad)
         return (losses.log() if self.log_loss else losses).sum()
 
     def simulate(self, params: Tensor, tasks: list[RobotTask]) -> Trajectory:
