@@ -22,13 +22,33 @@ DOMAIN, KIND = "robot", "meta_tuner"
 
 
 TRAIN_DEFINING = ("domain", "task", "horizon", "dt", "config", "mjcf")  # a resume must agree on these
+VALIDATION_SEED = 999_999  # the held-out robots `train` scores (training step k of seed s draws 1e6 * s + k)
+
+
+def validation(problem: TuningProblem, tuner: mt.MetaTuner, robots: int) -> dict[str, Any]:
+    """The meta-objective on `robots` held-out robots: the tuner adapts to them with its inner steps, then the mean
+    over robots of the loss at the adapted gains (log cost), and how many robots' closed loops diverged there (left
+    out of the mean, so compare both). Leaves `problem.dropped_robots` as it was."""
+    tasks, dropped = problem.sample_tasks(robots, seed=VALIDATION_SEED), problem.dropped_robots
+    try:
+        params = tuner.adapt(tasks).params
+        assert isinstance(params, Tensor)  # a robot tuner's start is one tensor [B, ...]
+        with torch.no_grad():
+            losses, kept = problem.kept_losses(params, tasks, grad="autograd")
+        result = {"loss": float((losses.log() if problem.log_loss else losses).mean()), "diverged": kept.count(False)}
+    except mt.MetatuneError:  # every robot diverged
+        result = {"loss": None, "diverged": robots}
+    problem.dropped_robots = dropped
+    return result
 
 
 def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int | None = None,
           dt: float | None = None, progress: bool = True, force: bool = False,
-          checkpoint_every: int = 5, mjcf: dict | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
+          checkpoint_every: int = 5, mjcf: dict | None = None, device: torch.device | str = "cpu",
+          validation_robots: int = 0) -> dict[str, Any]:
     """Meta-train a controller on sampled robots into the run folder `out` (docs/cli.md): config.json,
-    checkpoint.pt every `checkpoint_every` steps, log.jsonl appended, training.png, metrics.json.
+    checkpoint.pt every `checkpoint_every` steps, log.jsonl appended, training.png, metrics.json (with the
+    `validation` of the untrained and the trained tuner on `validation_robots` held-out robots; 0: none).
 
     A run folder holding the same run resumes where its checkpoint ends (and equals an uninterrupted run);
     one holding another run is refused unless `force`. `mjcf`: a user's model (envs.mjcf_problem.MjcfSpec as a
@@ -60,6 +80,10 @@ def train(task: str, out: Path, steps: int, cfg: RobotMetaConfig, horizon: int |
                    "dropped_robots": problem.dropped_robots,  # this session's robots whose closed loop diverged
                    "first_loss": history[0]["inner_loss_before"], "last_outer_loss": history[-1]["outer_loss"],
                    "checkpoint": str(run.checkpoint)}
+        if validation_robots:  # the same held-out robots before and after: the per-step losses are on new ones
+            metrics["validation"] = {"robots": validation_robots,
+                                     "untrained": validation(problem, make_tuner(problem, cfg), validation_robots),
+                                     "trained": validation(problem, tuner, validation_robots)}
         write_json(run.metrics, metrics)
     return metrics
 
