@@ -35,3 +35,23 @@ def settled(model, steps=2000):
 CONTACT_CASES = [("walker", "upright", 0.1, 0, 100), ("walker", "rest", 0.1, 0, 1000),
                  ("hopper", "upright", 0.1, 0, 100), ("hopper", "rest", 0.3, 1, 1000),
                  ("cheetah", "upright", 0.3, 1, 100), ("cheetah", "rest", 0.1, 0, 1000)]
+
+
+def contact_case(name, start, scale, seed, horizon):
+    """One CONTACT_CASES case: (model, x0, gains, direction, reference), the reference being plain MuJoCo's
+    central difference of the whole rollout cost along `direction` (h = 1e-6), checked converged (h = 1e-7)."""
+    model = mujoco.MjModel.from_xml_path(os.path.join(SUITE, f"{name}.xml"))
+    rng = np.random.default_rng(seed)
+    nx = model.nq + model.nv + model.na
+    base = settled(model) if start == "rest" else np.concatenate([model.qpos0, np.zeros(model.nv + model.na)])
+    x0 = base + 0.01 * rng.standard_normal(nx)
+    gains = scale * rng.standard_normal((model.nu, nx))
+    direction = rng.standard_normal(gains.shape)
+
+    def reference(h):
+        return (plain_mujoco_cost(model, gains + h * direction, x0, horizon)
+                - plain_mujoco_cost(model, gains - h * direction, x0, horizon)) / (2 * h)
+
+    ref, ref_fine = reference(1e-6), reference(1e-7)
+    assert abs(ref - ref_fine) <= 1e-5 * abs(ref)  # the reference itself is converged here
+    return model, x0, gains, direction, ref

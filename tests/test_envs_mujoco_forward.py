@@ -6,7 +6,7 @@ import mujoco
 import numpy as np
 import pytest
 import torch
-from mujoco_reference import CONTACT_CASES, SUITE, plain_mujoco_cost, settled
+from mujoco_reference import CONTACT_CASES, SUITE, contact_case, plain_mujoco_cost
 
 import metatune as mt
 from envs import LinearFeedback, MujocoDynamics, QuadraticCost
@@ -33,20 +33,7 @@ def gradient(dyn, x0, policy, cost, theta, horizon, grad):
 def test_forward_through_contacts_matches_plain_mujoco_finite_differences(name, start, scale, seed, horizon):
     """The gain is one step along a random direction of the feedback matrix: d cost / d theta at 0 is the
     directional derivative that plain MuJoCo's central differences give."""
-    model = suite(name)
-    rng = np.random.default_rng(seed)
-    nx = model.nq + model.nv + model.na
-    base = settled(model) if start == "rest" else np.concatenate([model.qpos0, np.zeros(model.nv + model.na)])
-    x0 = base + 0.01 * rng.standard_normal(nx)
-    gains = scale * rng.standard_normal((model.nu, nx))
-    direction = rng.standard_normal(gains.shape)
-
-    def reference(h):
-        return (plain_mujoco_cost(model, gains + h * direction, x0, horizon)
-                - plain_mujoco_cost(model, gains - h * direction, x0, horizon)) / (2 * h)
-
-    ref, ref_fine = reference(1e-6), reference(1e-7)
-    assert abs(ref - ref_fine) <= 1e-5 * abs(ref)  # the reference itself is converged here
+    model, x0, gains, direction, ref = contact_case(name, start, scale, seed, horizon)
     k, v = torch.from_numpy(gains), torch.from_numpy(direction)
     policy = LinearFeedback(lambda th: k + th[0] * v, scale=0.3)
     dyn = MujocoDynamics(model)

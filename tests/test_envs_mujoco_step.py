@@ -3,11 +3,9 @@ import os
 import subprocess
 import sys
 
-import mujoco
-import numpy as np
 import pytest
 import torch
-from mujoco_reference import CONTACT_CASES, SUITE, plain_mujoco_cost, settled
+from mujoco_reference import CONTACT_CASES, SUITE, contact_case, plain_mujoco_cost
 
 import metatune as mt
 from envs import make
@@ -50,20 +48,7 @@ def test_adjoint_through_dm_control_models_matches_finite_differences(name):
 
 @pytest.mark.parametrize("name,start,scale,seed,horizon", CONTACT_CASES)
 def test_adjoint_through_contacts_matches_plain_mujoco_finite_differences(name, start, scale, seed, horizon):
-    model = mujoco.MjModel.from_xml_path(os.path.join(SUITE, f"{name}.xml"))
-    rng = np.random.default_rng(seed)
-    nx = model.nq + model.nv + model.na
-    base = settled(model) if start == "rest" else np.concatenate([model.qpos0, np.zeros(model.nv + model.na)])
-    x0 = base + 0.01 * rng.standard_normal(nx)
-    gains = scale * rng.standard_normal((model.nu, nx))
-    direction = rng.standard_normal(gains.shape)
-
-    def reference(h):  # central difference of the whole rollout cost along `direction`
-        return (plain_mujoco_cost(model, gains + h * direction, x0, horizon)
-                - plain_mujoco_cost(model, gains - h * direction, x0, horizon)) / (2 * h)
-
-    ref, ref_fine = reference(1e-6), reference(1e-7)
-    assert abs(ref - ref_fine) <= 1e-5 * abs(ref)  # the reference itself is converged here
+    model, x0, gains, direction, ref = contact_case(name, start, scale, seed, horizon)
 
     dyn = MujocoDynamics(model)
     k = torch.tensor(gains, requires_grad=True)

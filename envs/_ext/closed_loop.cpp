@@ -99,10 +99,10 @@ Signature signature(const mjData* d) {
           std::vector<int>(d->efc_state, d->efc_state + n)};
 }
 
-// One step from the integration state `start` moved by delta along gain g's tangent S_g [ntan] (g < 0: not
-// moved): the next x into y [nx]; returns the cost at the moved state, NaN if the step diverged.
-double run(const Problem& p, mjData* d, const double* start, int t, int g, const double* S_g, double delta,
-           double* x, double* u, double* y, Signature* sig = nullptr) {
+// Loads the integration state `start` moved by delta along gain g's tangent S_g [ntan] (g < 0: not moved)
+// into d, with the policy's control at it: x [nx], u [nu].
+void prepare(const Problem& p, mjData* d, const double* start, int t, int g, const double* S_g, double delta,
+             double* x, double* u) {
   const mjModel* m = p.tight;
   mj_setState(m, d, start, mjSTATE_INTEGRATION);
   if (g >= 0 && p.hinges_only) {
@@ -124,14 +124,29 @@ double run(const Problem& p, mjData* d, const double* start, int t, int g, const
   read_x(m, d, x);
   p.policy(x, t, g, delta, u);
   std::memcpy(d->ctrl, u, sizeof(double) * p.nu);
+}
+
+// One step from the moved state (see prepare): the next x into y [nx]; returns the cost at the moved
+// state, NaN if the step diverged.
+double run(const Problem& p, mjData* d, const double* start, int t, int g, const double* S_g, double delta,
+           double* x, double* u, double* y) {
+  const mjModel* m = p.tight;
+  prepare(p, d, start, t, g, S_g, delta, x, u);
   if (!p.sites_after_step && p.ns) mj_kinematics(m, d);
   for (int w : kBadWarnings) d->warning[w].number = 0;
   const double c = p.sites_after_step || !p.ns ? 0.0 : p.cost(x, u, t, d);
   mj_step(m, d);
   read_x(m, d, y);
-  if (sig) *sig = signature(d);
   if (diverged(d, y, p.nx)) return std::nan("");
   return p.sites_after_step || !p.ns ? p.cost(x, u, t, d) : c;
+}
+
+// The constraint set at the moved state (see prepare), from mj_forward there.
+Signature signature_at(const Problem& p, mjData* d, const double* start, int t, int g, const double* S_g,
+                       double delta, double* x, double* u) {
+  prepare(p, d, start, t, g, S_g, delta, x, u);
+  mj_forward(p.tight, d);
+  return signature(d);
 }
 
 // b - a in tangent coordinates [ntan], for states a, b [nx].
@@ -211,8 +226,11 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
   // One-sided differences of gain g at step size h from the nominal next state y0 (tangent units per h).
   auto sides = [&](int t, int g, double h, Signature* sp, Signature* sm) {
     const double* Sg = S.data() + static_cast<size_t>(g) * ntan;
-    run(p, serial, start.data(), t, g, Sg, h, scratch[0].x.data(), scratch[0].u.data(), ya.data(), sp);
-    run(p, serial, start.data(), t, g, Sg, -h, scratch[0].x.data(), scratch[0].u.data(), yb.data(), sm);
+    double *xs = scratch[0].x.data(), *us = scratch[0].u.data();
+    if (sp) *sp = signature_at(p, serial, start.data(), t, g, Sg, h, xs, us);
+    if (sm) *sm = signature_at(p, serial, start.data(), t, g, Sg, -h, xs, us);
+    run(p, serial, start.data(), t, g, Sg, h, xs, us, ya.data());
+    run(p, serial, start.data(), t, g, Sg, -h, xs, us, yb.data());
     tangent(p, y0.data(), ya.data(), plus.data());
     tangent(p, yb.data(), y0.data(), minus.data());
     for (int k = 0; k < ntan; ++k) plus[k] /= h, minus[k] /= h;
@@ -304,9 +322,9 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
         }
       }
       if (!ok) {  // the sides still disagree: the difference on the side that keeps the nominal constraint set
-        Signature nominal_sig, sp, sm;
-        run(p, serial, start.data(), t, -1, nullptr, 0.0, scratch[0].x.data(), scratch[0].u.data(), ya.data(),
-            &nominal_sig);
+        Signature sp, sm;
+        const Signature nominal_sig =
+            signature_at(p, serial, start.data(), t, -1, nullptr, 0.0, scratch[0].x.data(), scratch[0].u.data());
         std::vector<double> fallback;
         double hl = h;
         for (int level = 0; level < 3 && !ok; ++level, hl /= 10) {
@@ -320,11 +338,11 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
             const double sign = kp ? 1.0 : -1.0;
             fallback.assign(ntan, 0.0);
             for (int k = 0; k < ntan; ++k) fallback[k] = kp ? plus[k] : minus[k];  // sign * near
-            Signature sf;
             const double* Sg = S.data() + static_cast<size_t>(g) * ntan;
-            run(p, serial, start.data(), t, g, Sg, 2 * sign * hl, scratch[0].x.data(), scratch[0].u.data(),
-                ya.data(), &sf);
-            if (sf == nominal_sig) {  // second order: (4 f(h) - f(2h) - 3 f(0)) / 2h
+            double *xs = scratch[0].x.data(), *us = scratch[0].u.data();
+            if (signature_at(p, serial, start.data(), t, g, Sg, 2 * sign * hl, xs, us) == nominal_sig) {
+              // second order: (4 f(h) - f(2h) - 3 f(0)) / 2h
+              run(p, serial, start.data(), t, g, Sg, 2 * sign * hl, xs, us, ya.data());
               tangent(p, y0.data(), ya.data(), far.data());
               for (int k = 0; k < ntan; ++k) fallback[k] = 2.0 * fallback[k] - 0.5 * sign * far[k] / hl;
             }
