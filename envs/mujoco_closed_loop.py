@@ -125,7 +125,7 @@ def _rows(values: Tensor | None, horizon: int, width: int, what: str) -> np.ndar
 def native_rollout(dyn: Any, x0: Tensor, policy: Any, params: Any, horizon: int, cost: Any,
                    store_states: bool) -> Rollout | None:
     """The closed loop in C when policy and cost are the families above (else None: not ours to run)."""
-    if not (isinstance(policy, LinearFeedback) and isinstance(cost, QuadraticCost)):
+    if not (type(policy) is LinearFeedback and type(cost) is QuadraticCost):  # a subclass may compute otherwise
         return None
     if not isinstance(params, Tensor) or params.dim() != 1:
         raise MetatuneError("grad='forward' through MuJoCo takes the gains as one 1-d tensor [G]")
@@ -137,12 +137,11 @@ def native_rollout(dyn: Any, x0: Tensor, policy: Any, params: Any, horizon: int,
         raise MetatuneError(f"grad='forward' through MuJoCo needs its C loop: {EXTENSION.unavailable_reason()}")
     m = dyn.model
     nx, nu = dyn.nx, dyn.nu
-    with torch.enable_grad():
-        theta = params.detach().double().requires_grad_(True)
-        w = policy.matrix(theta)
+    theta = params.detach().double()
+    w = policy.matrix(theta)
     if w.shape != (nu, nx):
         raise MetatuneError(f"LinearFeedback matrix must be [nu, nx] = [{nu}, {nx}], got {list(w.shape)}")
-    jac = torch.autograd.functional.jacobian(policy.matrix, theta.detach(), vectorize=True)  # [nu, nx, G]
+    jac = torch.autograd.functional.jacobian(policy.matrix, theta, vectorize=True)  # [nu, nx, G]
     d = jac.permute(2, 0, 1).contiguous()
     scale = np.zeros(0) if policy.scale is None else np.broadcast_to(policy.scale.numpy(), (nu,)).copy()
     weights = np.broadcast_to(cost.weights.numpy(), (nx,)).copy()
