@@ -141,8 +141,11 @@ def native_rollout(dyn: Any, x0: Tensor, policy: Any, params: Any, horizon: int,
     w = policy.matrix(theta)
     if w.shape != (nu, nx):
         raise MetatuneError(f"LinearFeedback matrix must be [nu, nx] = [{nu}, {nx}], got {list(w.shape)}")
-    jac = torch.autograd.functional.jacobian(policy.matrix, theta, vectorize=True)  # [nu, nx, G]
-    d = jac.permute(2, 0, 1).contiguous()
+    if torch.is_grad_enabled() and params.requires_grad:
+        jac = torch.autograd.functional.jacobian(policy.matrix, theta, vectorize=True)  # [nu, nx, G]
+        d = jac.permute(2, 0, 1).contiguous()
+    else:  # nothing will ask for the gradient: the nominal loop alone
+        d = torch.zeros(0, nu, nx, dtype=torch.float64)
     scale = np.zeros(0) if policy.scale is None else np.broadcast_to(policy.scale.numpy(), (nu,)).copy()
     weights = np.broadcast_to(cost.weights.numpy(), (nx,)).copy()
     sites = np.array([_site_id(m, s) for s in cost.sites], dtype=np.int32)

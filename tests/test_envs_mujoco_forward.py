@@ -96,8 +96,8 @@ def test_forward_states_are_plain_mujoco_and_continue_the_simulation():
     x0 = np.concatenate([model.qpos0, np.zeros(model.nv)])
     dyn = MujocoDynamics(model)
     policy = LinearFeedback(lambda th: torch.from_numpy(gains) * th[0], scale=0.3)
-    out = mt.rollout(dyn.step, torch.from_numpy(x0), policy, torch.ones(1, dtype=torch.float64), 50, grad="forward",
-                     cost=QuadraticCost(1.0))
+    out = mt.rollout(dyn.step, torch.from_numpy(x0), policy, torch.ones(1, dtype=torch.float64, requires_grad=True), 50,
+                     grad="forward", cost=QuadraticCost(1.0))
     d = mujoco.MjData(model)
     d.qpos[:] = x0[: model.nq]
     for t in range(60):
@@ -106,6 +106,10 @@ def test_forward_states_are_plain_mujoco_and_continue_the_simulation():
             assert np.allclose(out.states[t].numpy(), x, rtol=0, atol=1e-12), t
         d.ctrl[:] = 0.3 * np.tanh(gains @ x)
         mujoco.mj_step(model, d)
+    with torch.no_grad():  # no gradient asked: the nominal loop alone, the same states
+        plain = mt.rollout(dyn.step, torch.from_numpy(x0), policy, torch.ones(1, dtype=torch.float64), 50,
+                           grad="forward", cost=QuadraticCost(1.0))
+    assert torch.equal(plain.states, out.states) and torch.equal(plain.cost, out.cost.detach())
     # the last state goes on as mj_step in a loop would (warm-start and time carried)
     x = out.states[-1]
     for _ in range(10):
