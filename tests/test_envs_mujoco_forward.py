@@ -103,15 +103,15 @@ def test_forward_states_are_plain_mujoco_and_continue_the_simulation():
     for t in range(60):
         x = np.concatenate([d.qpos, d.qvel])
         if t <= 50:
-            assert np.allclose(out.states[t].numpy(), x, rtol=0, atol=1e-12), t
+            assert np.allclose(out.states[t].detach().numpy(), x, rtol=0, atol=1e-12), t
         d.ctrl[:] = 0.3 * np.tanh(gains @ x)
         mujoco.mj_step(model, d)
     with torch.no_grad():  # no gradient asked: the nominal loop alone, the same states
         plain = mt.rollout(dyn.step, torch.from_numpy(x0), policy, torch.ones(1, dtype=torch.float64), 50,
                            grad="forward", cost=QuadraticCost(1.0))
-    assert torch.equal(plain.states, out.states) and torch.equal(plain.cost, out.cost.detach())
+    assert torch.equal(plain.states, out.states.detach()) and torch.equal(plain.cost, out.cost.detach())
     # the last state goes on as mj_step in a loop would (warm-start and time carried)
-    x = out.states[-1]
+    x = out.states[-1].detach()
     for _ in range(10):
         x = dyn.step(x, 0.3 * torch.tanh(x @ torch.from_numpy(gains).T))
     assert np.allclose(x.numpy(), np.concatenate([d.qpos, d.qvel]), rtol=0, atol=1e-12)
