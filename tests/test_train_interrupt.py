@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ROBOT = ["robot", "train", "--task", "pendulum", "--horizon", "20", "--robots-per-task", "1", "--inner-steps", "1",
          "--steps", "12"]   # checkpointed every 5 steps
-HMR = ["hmr", "train", "--pretrain-steps", "4", "--pretrain-checkpoint-every", "2", "--steps", "3",
+HMR = ["hmr", "train", "--pretrain-steps", "4", "--pretrain-checkpoint-every", "2", "--steps", "6",
        "--checkpoint-every", "1", "--inner-steps", "2", "--people", "4", "--calibration-people", "4",
        "--train-pool", "64"]
 
@@ -125,7 +125,10 @@ def test_hmr_train_killed_then_interrupted_then_run_again_equals_an_uninterrupte
         if mtime == seen["mtime"]:
             return False
         seen["mtime"] = mtime
-        return load(out / "checkpoint.pt", "hmr", "meta_fit")["tuner"]["step"] >= 1
+        state = load(out / "checkpoint.pt", "hmr", "meta_fit")
+        # a meta-training step is saved and most of the run is still ahead (a meta step takes a fraction of a
+        # second: interrupting at the last one raced the run's end)
+        return 1 <= state["tuner"]["step"] <= 2 and not state["training"]["finished"]
 
     _wait_until(again, meta_checkpointed)
     again.send_signal(signal.SIGINT)
@@ -144,12 +147,12 @@ def test_hmr_train_killed_then_interrupted_then_run_again_equals_an_uninterrupte
     _finish(whole)
     a = load(tmp_path / "whole" / "checkpoint.pt", "hmr", "meta_fit")
     b = load(out / "checkpoint.pt", "hmr", "meta_fit")
-    assert b["training"]["finished"] and b["tuner"]["step"] == 3 and b["training"]["pretrain_step"] == 4
+    assert b["training"]["finished"] and b["tuner"]["step"] == 6 and b["training"]["pretrain_step"] == 4
     assert _assert_same_state(a, b) > 10
     _no_temporaries(out)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {r["step"] for r in records if r.get("phase") == "pretrain"} == set(range(4))
-    assert {r["step"] for r in records if "outer_loss" in r} == set(range(3))
+    assert {r["step"] for r in records if "outer_loss" in r} == set(range(6))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed"] and metrics["calibration"] == a["fit"]["calibration"]
 
