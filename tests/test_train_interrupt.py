@@ -34,8 +34,11 @@ def _start(argv: list[str], out: Path) -> subprocess.Popen:
     """`python -m metatune ARGV --out OUT`, its output into OUT.<n>.txt (a file, so no pipe fills and blocks it)."""
     n = len(list(out.parent.glob(f"{out.name}.*.txt")))
     fh = (out.parent / f"{out.name}.{n}.txt").open("w")
+    # SIGINT back to its default in the child: a suite started in the background by a non-interactive shell
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler (the run would finish)
     proc = subprocess.Popen([sys.executable, "-m", "metatune", *argv, "--out", str(out)], cwd=REPO, env=ENV,
-                            stdout=fh, stderr=subprocess.STDOUT)
+                            stdout=fh, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     fh.close()
     proc.output = fh.name  # type: ignore[attr-defined]
     return proc
