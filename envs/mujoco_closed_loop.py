@@ -38,7 +38,6 @@ from envs.mujoco_state import mujoco
 from metatune.errors import MetatuneError
 from metatune.extension import Extension
 from metatune.rollout import Rollout
-from metatune.threads import choose_threads
 
 SOURCE = Path(__file__).with_name("_ext") / "closed_loop.cpp"
 MUJOCO_DIR = Path(mujoco.__file__).parent
@@ -171,9 +170,10 @@ class _Native(torch.autograd.Function):
     def forward(ctx, params: Tensor, dyn: Any, ext: Any, x0: Tensor, horizon: int, store: bool,
                 args: tuple) -> tuple[Tensor, Tensor]:
         xs = x0.detach().reshape(-1, dyn.nx).cpu().double().numpy()
-        # a thread per 4 perturbed steps at most (fewer: the hand-off costs more than the steps), and only
-        # the cores other processes leave idle (a thread waiting for a busy core stalls every step's barrier)
-        nthread = max(1, min(choose_threads(dyn.nthread), args[1].shape[0] // 2))
+        # one thread unless the user gives MujocoDynamics(nthread=...): a thread waiting for a core another
+        # process holds stalls every step's barrier (measured 12 ms per step where the work was 0.3 ms, and
+        # timing both counts on the fly cost such stalls too); at most one per 4 perturbed steps
+        nthread = 1 if dyn.nthread is None else max(1, min(dyn.nthread, args[1].shape[0] // 2))
         totals, grads, states = [], [], []
         for x in xs:
             start = dyn.memo.start(x, dyn.fd.x_i)
