@@ -126,19 +126,28 @@ void prepare(const Problem& p, mjData* d, const double* start, int t, int g, con
   std::memcpy(d->ctrl, u, sizeof(double) * p.nu);
 }
 
-// One step from the moved state (see prepare): the next x into y [nx]; returns the cost at the moved
-// state, NaN if the step diverged.
+// mj_step of d (state and ctrl set: x [nx], u [nu]) on model m, warnings cleared first; returns the cost of
+// (x, u) at time t, its sites read at the step's start (by mj_step's own kinematics, or before it for RK4).
+double step_and_cost(const Problem& p, const mjModel* m, mjData* d, const double* x, const double* u, int t) {
+  for (int w : kBadWarnings) d->warning[w].number = 0;
+  if (p.sites_after_step || !p.ns) {
+    mj_step(m, d);
+    return p.cost(x, u, t, d);
+  }
+  mj_kinematics(m, d);
+  const double c = p.cost(x, u, t, d);
+  mj_step(m, d);
+  return c;
+}
+
+// One step from the moved state (see prepare) on the tight model: the next x into y [nx]; returns the cost
+// at the moved state, NaN if the step diverged.
 double run(const Problem& p, mjData* d, const double* start, int t, int g, const double* S_g, double delta,
            double* x, double* u, double* y) {
-  const mjModel* m = p.tight;
   prepare(p, d, start, t, g, S_g, delta, x, u);
-  if (!p.sites_after_step && p.ns) mj_kinematics(m, d);
-  for (int w : kBadWarnings) d->warning[w].number = 0;
-  const double c = p.sites_after_step || !p.ns ? 0.0 : p.cost(x, u, t, d);
-  mj_step(m, d);
-  read_x(m, d, y);
-  if (diverged(d, y, p.nx)) return std::nan("");
-  return p.sites_after_step || !p.ns ? p.cost(x, u, t, d) : c;
+  const double c = step_and_cost(p, p.tight, d, x, u, t);
+  read_x(p.tight, d, y);
+  return diverged(d, y, p.nx) ? std::nan("") : c;
 }
 
 // The constraint set at the moved state (see prepare), from mj_forward there.
@@ -192,7 +201,7 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
   const int G = p.G, nx = p.nx, ntan = p.ntan;
 
   std::vector<double> S(static_cast<size_t>(G) * ntan, 0.0), S_next(S.size()), dJ(G, 0.0);
-  std::vector<double> start(nint), x(nx), u(p.nu), y0(nx), x0n(nx), u0n(p.nu);
+  std::vector<double> start(nint), x(nx), u(p.nu), y0(nx);
   const int njobs = 2 * G;
   std::vector<double> ys(static_cast<size_t>(njobs) * nx), cs(njobs), hs(G);
   const int nth = std::max(1, std::min(nthread, njobs));
@@ -256,7 +265,7 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
       }
       hs[g] = size > 0.0 ? eps / size : 0.0;
     }
-    // the nominal step (the trajectory's model), its tight twin, and every gain's two sides, on the pool
+    // the nominal step (the trajectory's model) and every gain's two sides (the tight model), on the pool
     double c_nom = 0.0;
     bool bad_job = false, bad_control = false;
 #pragma omp parallel num_threads(nth)
@@ -268,11 +277,7 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
         for (int i = 0; i < p.nu; ++i)
           if (!std::isfinite(u[i]) || std::abs(u[i]) > kMaxValue) bad_control = true;
         std::memcpy(nominal->ctrl, u.data(), sizeof(double) * p.nu);
-        if (!p.sites_after_step && p.ns) mj_kinematics(m, nominal);
-        if (!p.sites_after_step && p.ns) c_nom = p.cost(x.data(), u.data(), t, nominal);
-        for (int w : kBadWarnings) nominal->warning[w].number = 0;
-        mj_step(m, nominal);
-        if (p.sites_after_step || !p.ns) c_nom = p.cost(x.data(), u.data(), t, nominal);
+        c_nom = step_and_cost(p, m, nominal, x.data(), u.data(), t);
       }
 #pragma omp for schedule(static)
       for (int j = 0; j < njobs; ++j) {
@@ -288,8 +293,8 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
         }
       }
     }
-    read_x(m, nominal, x0n.data());
-    if (bad_control || diverged(nominal, x0n.data(), nx)) {
+    read_x(m, nominal, y0.data());  // the nominal next state; its tight twin when a side check needs it
+    if (bad_control || diverged(nominal, y0.data(), nx)) {
       status = 1, status_step = t;
       break;
     }
@@ -299,7 +304,6 @@ py::tuple closed_loop(uintptr_t model_addr, uintptr_t tight_addr, Array start0, 
     }
     J += c_nom;
     stats.columns += G;
-    std::copy(x0n.begin(), x0n.end(), y0.begin());  // the nominal next state; its tight twin when a check needs it
     bool tight_y0 = false;
     for (int g = 0; g < G; ++g) {
       double* out = S_next.data() + static_cast<size_t>(g) * ntan;
