@@ -49,6 +49,11 @@ def trust_region(step: Tensor, max_step: float | None) -> Tensor:
     return step if max_step is None else max_step * torch.tanh(step / max_step)
 
 
+def trust_region_slope(step: Tensor, max_step: float | None) -> Tensor:
+    """d trust_region(step) / d step, elementwise."""
+    return torch.ones_like(step) if max_step is None else 1 - torch.tanh(step / max_step) ** 2
+
+
 def inner_adapt(
     loss_fn: Callable[[Params], Tensor],
     start: Params,
@@ -160,8 +165,7 @@ def second_order_meta_gradient(loss_fn: Callable[[Params], Tensor], trace: list[
     grad_lr = [torch.zeros_like(lr) for lr in lr_d]
     with torch.enable_grad():
         for x, g, factor in reversed(trace):
-            slope = tuple(torch.ones_like(gi) if max_step is None else 1 - torch.tanh(lr * gi / max_step) ** 2
-                          for lr, gi in zip(lr_d, g))
+            slope = tuple(trust_region_slope(lr * gi, max_step) for lr, gi in zip(lr_d, g))
             for i, (s, gi, vi) in enumerate(zip(slope, g, v)):
                 grad_lr[i] = grad_lr[i] - (factor * s * gi * vi).sum_to_size(lr_d[i].shape)
             w = tuple(factor * s * lr * vi for s, lr, vi in zip(slope, lr_d, v))
