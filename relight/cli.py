@@ -172,7 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scene", type=existing_dir, required=True, help=scene_help)
     add_out(p, None)
     p.add_argument("--steps", type=positive_int, default=None,
-                   help="fitting steps, all methods (default: 300 from points3d.ply or --init-ply, 900 from scratch)")
+                   help="fitting steps, all methods (default: 300 from points3d.ply or --init-ply, 1800 from scratch)")
     p.add_argument("--meta-steps", type=nonnegative_int, default=60,
                    help="meta-learning steps (meta); joint and plain fit meta-steps x meta-batch (2) more steps")
     p.add_argument("--method", choices=("meta", "joint", "plain"), default="meta")
