@@ -126,8 +126,8 @@ def views_loss(prior: LightPrior, params: tuple, light: Light, views: list[Frame
 
 
 FIT_STEPS_FROM_SURFACES = 300  # a start on the surfaces: points3d.ply or a 3DGS file
-FIT_STEPS_FROM_SCRATCH = 1800  # a visual-hull or box start (docs/relight.md: 18.2 dB at 300 steps, 25.6 at 900,
-# 28.7 at 1800, 28.6 at 2700)
+# A visual-hull or box start; docs/relight.md: 18.2 dB at 300 steps, 25.6 at 900, 28.7 at 1800, 28.6 at 2700.
+FIT_STEPS_FROM_SCRATCH = 1800
 
 
 def default_fit_steps(scene: Scene, cfg: TrainConfig) -> int:

@@ -53,7 +53,7 @@ def test_the_hull_start_and_densification_beat_a_random_box_start(scene, tmp_pat
     torch.testing.assert_close(torch.tensor(load_scene(scene, "test").size), torch.tensor([32, 32]))
 
 
-def test_a_start_from_scratch_fits_three_times_as_long_by_default(scene, tmp_path):
+def test_a_start_from_scratch_fits_six_times_as_long_by_default(scene, tmp_path):
     with_points = load_scene(scene)
     with_points.points = torch.zeros(5, 3)
     assert training.default_fit_steps(load_scene(scene), training.TrainConfig()) == training.FIT_STEPS_FROM_SCRATCH == 1800
