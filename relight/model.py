@@ -13,7 +13,7 @@ from relight.light import Light
 from relight.rasterize import rasterize
 from relight.shading import blinn_phong
 from relight.transfer import Transfer, transfer
-from relight.visibility import SHADOW_RES, light_visibility
+from relight.visibility import SHADOW_RES, light_visibility, slope_scaled_bias
 
 # When a light's cached visibility is recomputed (docs/relight.md, "Shadows: computed once per light"): when N
 # changes, or since the geometry it was computed from a mean moved more than STALE_PIXELS pixels of that light's
@@ -49,7 +49,8 @@ class GeometrySnapshot:
     means: Tensor  # [N, 3]
     chol: Tensor  # [N, 3, 3] lower Cholesky factors of the covariances
     opacities: Tensor  # [N]
-    bias: Tensor  # [N] the receivers' self-shadowing band: twice their largest scale
+    scale: Tensor  # [N] the largest scales, which with the normals set each light's self-shadowing band
+    normals: Tensor  # [N, 3] unit axes of the smallest scales
     distance: float  # STALE_PIXELS shadow-map pixels, world units
     key: tuple  # the parameters' versions and storage when taken: equal keys, nothing moved
 
@@ -62,8 +63,12 @@ class GeometrySnapshot:
             chol = torch.where((info == 0)[:, None, None], chol, torch.zeros_like(chol))  # degenerate: always moved
             means = g.means.detach().clone()
             radius = float((means - means.mean(0)).norm(dim=-1).max()) if len(means) else 0.0
-            return cls(means, chol, g.opacities.detach().clone(), 2.0 * g.scales.detach().max(-1).values,
-                       STALE_PIXELS * 2 * radius / SHADOW_RES, key)
+            return cls(means, chol, g.opacities.detach().clone(), g.scales.detach().max(-1).values,
+                       g.normals().detach(), STALE_PIXELS * 2 * radius / SHADOW_RES, key)
+
+    def bias(self, light: Light) -> Tensor:  # [N]
+        """The receivers' self-shadowing band towards `light` (visibility.slope_scaled_bias)."""
+        return slope_scaled_bias(self.scale, self.normals, light.incidence(self.means)[0])
 
     def covariances(self) -> Tensor:  # [N, 3, 3]
         return self.chol @ self.chol.transpose(-1, -2)
@@ -152,7 +157,7 @@ class RelightModel(nn.Module):
                 self._vis_cache.clear()
             with torch.no_grad():
                 self._vis_cache[light] = light_visibility(snap.means, snap.covariances(), snap.opacities, light,
-                                                          bias=snap.bias)
+                                                          bias=snap.bias(light))
         return self._vis_cache[light]
 
     def get_extra_state(self) -> dict:
@@ -160,18 +165,18 @@ class RelightModel(nn.Module):
         q = self._snapshot
         if q is None:
             return {"snapshot": None, "lights": []}
-        return {"snapshot": {"means": q.means, "chol": q.chol, "opacities": q.opacities, "bias": q.bias,
-                             "distance": q.distance},
+        return {"snapshot": {"means": q.means, "chol": q.chol, "opacities": q.opacities, "scale": q.scale,
+                             "normals": q.normals, "distance": q.distance},
                 "lights": [{"position": list(light.position), "directional": light.directional, "vis": vis}
                            for light, vis in self._vis_cache.items()]}
 
     def set_extra_state(self, state: dict) -> None:
         q = state.get("snapshot")
-        if q is None:
+        if q is None or "normals" not in q:  # none, or from before the slope-scaled bias: computed afresh
             self._vis_cache, self._snapshot = {}, None
             return
-        self._snapshot = GeometrySnapshot(q["means"], q["chol"], q["opacities"], q["bias"], q["distance"],
-                                          ("restored",))
+        self._snapshot = GeometrySnapshot(q["means"], q["chol"], q["opacities"], q["scale"], q["normals"],
+                                          q["distance"], ("restored",))
         self._vis_cache = {Light(tuple(e["position"]), e["directional"]): e["vis"] for e in state["lights"]}
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,

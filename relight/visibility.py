@@ -22,6 +22,10 @@ from relight.projection import ALPHA_MAX, ALPHA_MIN, Projected, project
 
 SHADOW_RES = 256  # light-view image size: sets the resolution of the screen-space footprints
 CHUNK = 1 << 19  # candidate (pixel, Gaussian) pairs evaluated at once (~60 MB of temporaries)
+# Self-shadowing band (docs/relight.md, "Self-shadowing bias"): SELF_SHADOW_SCALES largest scales, times
+# 1 + tan(angle between normal and light), the tangent capped at SELF_SHADOW_MAX_SLOPE (about 18 degrees elevation).
+SELF_SHADOW_SCALES = 3.0
+SELF_SHADOW_MAX_SLOPE = 3.0
 
 
 def light_camera(means: Tensor,  # [N, 3]
@@ -42,6 +46,17 @@ def shadow_pixel_size(means: Tensor,  # [N, 3]
     """World-space width of one shadow-map pixel at the depth of the scene's centre."""
     cam = light_camera(means.detach(), light, resolution)
     return float((means.detach().mean(0) - cam.position.to(means)).norm()) / cam.fx
+
+
+def slope_scaled_bias(largest_scale: Tensor,  # [N] each receiver's largest scale
+                      normals: Tensor,  # [N, 3] unit, either sign
+                      to_light: Tensor,  # [N, 3] unit direction from each receiver to the light
+                      ) -> Tensor:  # [N] depth band in front of each receiver that `light_visibility` ignores
+    """Shadow mapping's slope-scaled bias for splats: a flat receiver's own surface neighbours, seen from a light
+    at angle theta to its normal, sit up to about its extent times tan(theta) nearer to the light than it."""
+    cos = (normals * to_light).sum(-1).abs().clamp(1e-6, 1.0)
+    tan = torch.sqrt((1 - cos * cos).clamp_min(0)) / cos
+    return SELF_SHADOW_SCALES * largest_scale * (1 + tan.clamp_max(SELF_SHADOW_MAX_SLOPE))
 
 
 def footprint_pairs(proj: Projected, opacities: Tensor,  # [N]
