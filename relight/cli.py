@@ -56,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     from relight.training import TrainConfig, train
     device = _device(args)
     cfg = TrainConfig(method=args.method, resolution=args.resolution, fit_steps=args.steps,
-                      meta_steps=args.meta_steps, seed=args.seed,
+                      meta_steps=args.meta_steps, seed=args.seed, reseed_steps=args.reseed_steps,
                       init_ply=str(args.init_ply.resolve()) if args.init_ply else None)
     summary = train(args.scene, args.out, cfg, force=args.force, device=device)
     print(json.dumps(summary, indent=2))
@@ -173,6 +173,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_out(p, None)
     p.add_argument("--steps", type=positive_int, default=None,
                    help="fitting steps, all methods (default: 300 from points3d.ply or --init-ply, 1800 from scratch)")
+    p.add_argument("--reseed-steps", type=nonnegative_int, default=None,
+                   help="from scratch: after --steps, start again from points sampled on the fitted surfaces and fit "
+                        "this many steps more, as from a points3d.ply (default 600; 0: no restart)")
     p.add_argument("--meta-steps", type=nonnegative_int, default=60,
                    help="meta-learning steps (meta); joint and plain fit meta-steps x meta-batch (2) more steps")
     p.add_argument("--method", choices=("meta", "joint", "plain"), default="meta")

@@ -1,6 +1,7 @@
 """Training the relighting model: joint fitting on all lights, then meta-learning over lights; and the baselines."""
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -23,11 +24,13 @@ from relight.light import Light
 from relight.light_prior import LightPrior
 from relight.model import ModelConfig, PlainGaussians, RelightModel
 from relight.pointcloud import estimate_normals
+from relight.reseed import surface_samples
 from relight.scene import Frame, Scene, load_scene
 from relight.tasks import TaskSampler, photometric_loss
 
 METHODS = ("meta", "joint", "plain")
 CHECKPOINT = "checkpoint.pt"
+HULL = "hull"  # a run from scratch: its first phase, fitted from the visual hull, is a run folder inside the run
 TUNER = "tuner.pt"
 STAGE1 = "stage1.pt"  # the checkpoint at the end of stage 1 (fitting), kept so that other methods can start there
 DOMAIN = "relight"
@@ -54,13 +57,16 @@ class TrainConfig:
     init_ply: str | None = None  # a 3DGS .ply (graphdeco's layout, or ours) as the geometry start
     densify: bool = True  # 3DGS's adaptive density control during fitting (relight/densify.py)
     max_gaussians: int = 8000  # densification's budget
+    reseed_steps: int | None = None  # from scratch: steps fitted after starting again on the fitted surfaces
+    # (relight/reseed.py) once the hull start's fit_steps are done; None: RESEED_STEPS; 0: no restart
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise MetatuneError(f"unknown training method {self.method!r}; choose from {METHODS}")
         if (self.fit_steps is not None and self.fit_steps < 0) or self.meta_steps < 0 or (
+                self.reseed_steps is not None and self.reseed_steps < 0) or (
                 self.resolution is not None and self.resolution < 8):
-            raise MetatuneError("fit_steps and meta_steps must be >= 0 and resolution >= 8")
+            raise MetatuneError("fit_steps, meta_steps and reseed_steps must be >= 0 and resolution >= 8")
 
 
 # Adam step sizes of stage 1, per parameter (the geometry moves slowly, materials quickly).
@@ -128,6 +134,8 @@ def views_loss(prior: LightPrior, params: tuple, light: Light, views: list[Frame
 FIT_STEPS_FROM_SURFACES = 300  # a start on the surfaces: points3d.ply or a 3DGS file
 # A visual-hull or box start; docs/relight.md: 18.2 dB at 300 steps, 25.6 at 900, 28.7 at 1800, 28.6 at 2700.
 FIT_STEPS_FROM_SCRATCH = 1800
+# then, from points sampled on the fitted surfaces: 30.71 dB after 300 more steps, 31.14 after 600 (surface start 31.79)
+RESEED_STEPS = 600
 
 
 def default_fit_steps(scene: Scene, cfg: TrainConfig) -> int:
@@ -135,6 +143,13 @@ def default_fit_steps(scene: Scene, cfg: TrainConfig) -> int:
     if cfg.fit_steps is not None:
         return cfg.fit_steps
     return FIT_STEPS_FROM_SURFACES if scene.points is not None or cfg.init_ply else FIT_STEPS_FROM_SCRATCH
+
+
+def default_reseed_steps(scene: Scene, cfg: TrainConfig) -> int:
+    """Steps after starting again on the fitted surfaces: only from scratch (a start on surfaces has them)."""
+    if scene.points is not None or cfg.init_ply:
+        return 0
+    return RESEED_STEPS if cfg.reseed_steps is None else cfg.reseed_steps
 
 
 def baseline_steps(cfg: TrainConfig) -> int:
@@ -191,16 +206,45 @@ def train(scene_dir: Path, run: Path, cfg: TrainConfig | None = None, progress: 
     """
     cfg = cfg or TrainConfig()
     scene = load_scene(scene_dir, "train", cfg.resolution)
-    cfg = replace(cfg, fit_steps=default_fit_steps(scene, cfg))
+    cfg = replace(cfg, fit_steps=default_fit_steps(scene, cfg), reseed_steps=default_reseed_steps(scene, cfg))
     folder = RunFolder(run)
     config = {"domain": DOMAIN, "verb": "train", "scene": str(Path(scene_dir).resolve()), **asdict(cfg)}
+    if cfg.method == "meta" and cfg.meta_steps > 0:  # can the lights be split? Checked before any fitting
+        TaskSampler(scene.frames, cfg.support_views, seed=cfg.seed)
     with folder.lock(), torch.random.fork_rng(devices=[]):  # seeded here; the caller's global RNG is restored
         torch.manual_seed(cfg.seed)
         folder.start(config, DEFINING, force)  # a forked stage-1 checkpoint without a config resumes
-        return _train(scene, folder.path, cfg, progress, torch.device(device))
+        if not cfg.reseed_steps:
+            return _train(scene, folder.path, cfg, progress, torch.device(device))
+        hull = _fit_hull(scene, folder.path, cfg, progress, torch.device(device))
+        summary = _train(scene, folder.path, replace(cfg, fit_steps=cfg.reseed_steps), progress,
+                         torch.device(device), start=hull)
+        first_path = folder.path / HULL / "summary.json"
+        if first_path.is_file():  # (a run forked from another's stage 1 has none)
+            first = json.loads(first_path.read_text())
+            summary |= {"train_seconds": round(summary["train_seconds"] + first["train_seconds"], 1), "hull": first}
+            write_json(folder.path / "summary.json", summary)
+        return summary
 
 
-def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: torch.device) -> dict:
+def _fit_hull(scene: Scene, run: Path, cfg: TrainConfig, progress: bool,
+              device: torch.device) -> Tensor | None:  # [max_points, 3], None once the run proper has begun
+    """A run from scratch, first phase: stage 1 alone (cfg.fit_steps from the visual hull, densification with the
+    opacity reset) in run/hull, resumed like any run; then max_points samples on its fitted surfaces, which the
+    run proper starts from as it would from a points3d.ply."""
+    if (run / CHECKPOINT).is_file():
+        return None
+    hull = run / HULL
+    hull.mkdir(exist_ok=True)
+    _train(scene, hull, replace(cfg, meta_steps=0, reseed_steps=0), progress, device)
+    _, module, _ = load_checkpoint(hull)
+    return surface_samples(module.gaussians if isinstance(module, PlainGaussians) else module.model.gaussians,
+                           cfg.max_points, cfg.seed)
+
+
+def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: torch.device,
+           start: Tensor | None = None,  # [P, 3] points to start from instead of the scene's (a restart)
+           ) -> dict:
     rng = random.Random(cfg.seed)
     fit_done, elapsed = 0, 0.0
     if (run / CHECKPOINT).is_file():
@@ -211,11 +255,12 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
         rng.setstate(_tuple_state(state["rng"]))
     else:
         module = (start_from_ply(cfg.method, Path(cfg.init_ply)) if cfg.init_ply else
-                  build(cfg.method, initial_points(scene, cfg.max_points, cfg.seed))).to(device)
+                  build(cfg.method, start if start is not None else
+                        initial_points(scene, cfg.max_points, cfg.seed))).to(device)
         state = {}
     frames = [f.to(device) for f in scene.frames]
     sampler: TaskSampler | None = None
-    if cfg.method == "meta" and cfg.meta_steps > 0:  # checked here, before any fitting: can the lights be split?
+    if cfg.method == "meta" and cfg.meta_steps > 0:
         sampler = TaskSampler(frames, cfg.support_views, seed=cfg.seed)
     if isinstance(module, LightPrior):
         for light in {f.light for f in scene.frames}:
@@ -232,7 +277,7 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
         extent = scene_extent(torch.stack([f.camera.position for f in scene.frames]))
         # The opacity reset clears floaters, which a start on the surfaces (points3d.ply, a 3DGS file) lacks:
         # measured, it cost the demo (100 steps from points) 5.7 dB and gained a hull start (600 steps) 1.3 dB.
-        from_surfaces = scene.points is not None or cfg.init_ply is not None
+        from_surfaces = scene.points is not None or cfg.init_ply is not None or bool(cfg.reseed_steps)
         dcfg = DensifyConfig(max_gaussians=cfg.max_gaussians, **({"reset_at": 1.0} if from_surfaces else {}))
         densifier = Densifier(module, cfg.fit_steps, extent, dcfg, seed=cfg.seed)
         densifier.resume(fit_done, state.get("densify"))

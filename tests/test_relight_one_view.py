@@ -21,15 +21,15 @@ def scene(tmp_path_factory):
 
 def cfg(**kw) -> training.TrainConfig:
     return training.TrainConfig(**({"fit_steps": 80, "meta_steps": 4, "max_points": 400, "max_gaussians": 1200,
-                                    "checkpoint_every": 100} | kw))
+                                    "checkpoint_every": 100, "reseed_steps": 0} | kw))
 
 
 def test_default_method_trains_on_one_view_per_light_and_predicts_at_scene_size(scene, tmp_path):
     assert not (scene / "points3d.ply").exists()
     assert all(len(json.loads((scene / f"transforms_{s}.json").read_text())["frames"]) == n
                for s, n in (("train", 24), ("test", 3)))
-    summary = training.train(scene, tmp_path / "meta", cfg(resolution=16), progress=False)  # half size
-    assert summary["size"] == [16, 16] and summary["densify"]  # densified
+    summary = training.train(scene, tmp_path / "meta", cfg(resolution=16, reseed_steps=20), progress=False)  # half size
+    assert summary["size"] == [16, 16] and summary["densify"] and summary["hull"]["densify"]  # densified, restarted
     log = [json.loads(line) for line in (tmp_path / "meta" / "meta_log.jsonl").read_text().splitlines()]
     assert len(log) == 4  # meta-learning ran on tile-split tasks
     res = evaluate(tmp_path / "meta", scene, tmp_path / "m.json", tmp_path / "pred")
@@ -60,3 +60,8 @@ def test_a_start_from_scratch_fits_six_times_as_long_by_default(scene, tmp_path)
     assert training.default_fit_steps(with_points, training.TrainConfig()) == 300
     assert training.default_fit_steps(load_scene(scene), training.TrainConfig(init_ply="start.ply")) == 300
     assert training.default_fit_steps(load_scene(scene), training.TrainConfig(fit_steps=7)) == 7
+    # then, from scratch only, the restart on the fitted surfaces
+    assert training.default_reseed_steps(load_scene(scene), training.TrainConfig()) == training.RESEED_STEPS == 600
+    assert training.default_reseed_steps(with_points, training.TrainConfig()) == 0
+    assert training.default_reseed_steps(load_scene(scene), training.TrainConfig(init_ply="start.ply")) == 0
+    assert training.default_reseed_steps(load_scene(scene), training.TrainConfig(reseed_steps=0)) == 0
