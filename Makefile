@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/robots.py --quick
 	$(PY) benchmarks/hmr.py --quick
 	$(PY) benchmarks/relight.py --quick
+	$(PY) benchmarks/relight_starts.py --quick
 	$(PY) benchmarks/cli.py
 	$(PY) benchmarks/meta_training.py --quick
 
