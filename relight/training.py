@@ -30,7 +30,7 @@ from relight.tasks import TaskSampler, photometric_loss
 
 METHODS = ("meta", "joint", "plain")
 CHECKPOINT = "checkpoint.pt"
-HULL = "hull"  # a run from scratch: its first phase, fitted from the visual hull, is a run folder inside the run
+HULL = "hull"  # a run from scratch: the folder inside the run that holds its first phase (fitted from the hull)
 TUNER = "tuner.pt"
 STAGE1 = "stage1.pt"  # the checkpoint at the end of stage 1 (fitting), kept so that other methods can start there
 DOMAIN = "relight"
