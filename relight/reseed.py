@@ -17,6 +17,8 @@ def surface_samples(g: Gaussians, n: int, seed: int) -> Tensor:  # [n, 3]
     product of its two largest scales) and placed by its own distribution (truncated at CLAMP sigma): close to
     uniform on the surfaces they cover, as a scanned or generated point cloud is, whatever size the fit left
     each Gaussian."""
+    if len(g) == 0:
+        raise MetatuneError("the fitted model has no Gaussian left to start again from; give a point cloud")
     with torch.no_grad():
         scales = g.scales.detach()
         ordered = scales.sort(-1).values

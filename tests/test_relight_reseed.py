@@ -60,6 +60,8 @@ def test_nothing_to_sample_is_a_clear_error():
         g.log_scales.fill_(float("-inf"))
     with pytest.raises(MetatuneError, match="nothing to start again from"):
         surface_samples(g, 10, seed=0)
+    with pytest.raises(MetatuneError, match="no Gaussian left"):
+        surface_samples(gaussians(torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0)), 10, seed=0)
 
 
 @pytest.fixture(scope="module")
