@@ -19,7 +19,7 @@ from metatune.errors import MetatuneError
 from metatune.run_folder import RunFolder
 from relight.camera import Camera
 from relight.carve import carved_points
-from relight.densify import Densifier, DensifyConfig, scene_extent
+from relight.densify import Densifier, DensifyConfig, gaussians_of, scene_extent
 from relight.light import Light
 from relight.light_prior import LightPrior
 from relight.model import ModelConfig, PlainGaussians, RelightModel
@@ -138,16 +138,21 @@ FIT_STEPS_FROM_SCRATCH = 1800
 RESEED_STEPS = 600
 
 
+def starts_on_surfaces(scene: Scene, cfg: TrainConfig) -> bool:
+    """Whether the run starts on surfaces (the scene's points3d.ply or a 3DGS file) rather than from scratch."""
+    return scene.points is not None or bool(cfg.init_ply)
+
+
 def default_fit_steps(scene: Scene, cfg: TrainConfig) -> int:
     """Stage 1's length when not given: six times as long from scratch as from surface points."""
     if cfg.fit_steps is not None:
         return cfg.fit_steps
-    return FIT_STEPS_FROM_SURFACES if scene.points is not None or cfg.init_ply else FIT_STEPS_FROM_SCRATCH
+    return FIT_STEPS_FROM_SURFACES if starts_on_surfaces(scene, cfg) else FIT_STEPS_FROM_SCRATCH
 
 
 def default_reseed_steps(scene: Scene, cfg: TrainConfig) -> int:
     """Steps after starting again on the fitted surfaces: only from scratch (a start on surfaces has them)."""
-    if scene.points is not None or cfg.init_ply:
+    if starts_on_surfaces(scene, cfg):
         return 0
     return RESEED_STEPS if cfg.reseed_steps is None else cfg.reseed_steps
 
@@ -238,8 +243,7 @@ def _fit_hull(scene: Scene, run: Path, cfg: TrainConfig, progress: bool,
     hull.mkdir(exist_ok=True)
     _train(scene, hull, replace(cfg, meta_steps=0, reseed_steps=0), progress, device)
     _, module, _ = load_checkpoint(hull)
-    return surface_samples(module.gaussians if isinstance(module, PlainGaussians) else module.model.gaussians,
-                           cfg.max_points, cfg.seed)
+    return surface_samples(gaussians_of(module), cfg.max_points, cfg.seed)
 
 
 def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: torch.device,
@@ -277,7 +281,7 @@ def _train(scene: Scene, run: Path, cfg: TrainConfig, progress: bool, device: to
         extent = scene_extent(torch.stack([f.camera.position for f in scene.frames]))
         # The opacity reset clears floaters, which a start on the surfaces (points3d.ply, a 3DGS file) lacks:
         # measured, it cost the demo (100 steps from points) 5.7 dB and gained a hull start (600 steps) 1.3 dB.
-        from_surfaces = scene.points is not None or cfg.init_ply is not None or bool(cfg.reseed_steps)
+        from_surfaces = starts_on_surfaces(scene, cfg) or bool(cfg.reseed_steps)  # (or restarted on them)
         dcfg = DensifyConfig(max_gaussians=cfg.max_gaussians, **({"reset_at": 1.0} if from_surfaces else {}))
         densifier = Densifier(module, cfg.fit_steps, extent, dcfg, seed=cfg.seed)
         densifier.resume(fit_done, state.get("densify"))
@@ -364,8 +368,7 @@ def unpack_cameras(rows: Tensor) -> list[Camera]:
 
 
 def _count(module: nn.Module) -> int:
-    g = module.gaussians if isinstance(module, PlainGaussians) else module.model.gaussians
-    return len(g)
+    return len(gaussians_of(module))
 
 
 def _tuple_state(s: list) -> tuple:
