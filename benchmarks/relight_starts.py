@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,8 +45,9 @@ def timed(cmd: list[str], env: dict) -> dict:
 
 
 def row(name: str, scene: Path, run: Path, extra: list[str], env: dict) -> dict:
-    """Train (defaults plus `extra`) and evaluate one start; its metrics, counts, seconds and memory."""
-    train = timed(CLI + ["train", "--scene", str(scene), "--out", str(run), "--force", *extra], env)
+    """Train (defaults plus `extra`) and evaluate one start from nothing; its metrics, counts, seconds, memory."""
+    shutil.rmtree(run, ignore_errors=True)  # a run left from before would resume, and be timed from where it stopped
+    train = timed(CLI + ["train", "--scene", str(scene), "--out", str(run), *extra], env)
     ev = timed(CLI + ["evaluate", "--checkpoint", str(run), "--scene", str(scene), "--out", str(run / "eval")], env)
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
@@ -74,15 +76,15 @@ def main() -> int:
         if not (scenes[name] / "transforms_test.json").is_file():
             timed(CLI + ["generate", "--out", str(scenes[name]), "--layout", "moving", "--resolution", str(res),
                          *flag], env)
-    steps = (lambda n: ["--steps", str(n // 10)]) if args.quick else (lambda n: [])
-    threads = ["--threads", str(args.threads)]
+    def flags(steps: int, reseed: int | None = None) -> list[str]:  # the defaults' values; a tenth with --quick
+        scale = 10 if args.quick else 1
+        out = ["--threads", str(args.threads), "--steps", str(steps // scale), "--meta-steps", str(60 // scale)]
+        return out + ([] if reseed is None else ["--reseed-steps", str(reseed // scale)])
+
     load = os.getloadavg()
-    rows = [row("scratch (restart)", scenes["no_points"], work / "scratch", steps(1800) + threads
-                + (["--reseed-steps", "60", "--meta-steps", "6"] if args.quick else []), env),
-            row("scratch, no restart", scenes["no_points"], work / "scratch_no_restart",
-                steps(1800) + threads + ["--reseed-steps", "0"] + (["--meta-steps", "6"] if args.quick else []), env),
-            row("surface points", scenes["points"], work / "surface",
-                steps(300) + threads + (["--meta-steps", "6"] if args.quick else []), env)]
+    rows = [row("scratch (restart)", scenes["no_points"], work / "scratch", flags(1800, 600), env),
+            row("scratch, no restart", scenes["no_points"], work / "scratch_no_restart", flags(1800, 0), env),
+            row("surface points", scenes["points"], work / "surface", flags(300), env)]
     result = {"resolution": res, "threads": args.threads, "quick": args.quick,
               "load_before": [round(x, 2) for x in load], "load_after": [round(x, 2) for x in os.getloadavg()],
               "rows": rows}
