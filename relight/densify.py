@@ -60,7 +60,7 @@ class ScreenGradients:
             if proj.means2d.grad is None:
                 continue
             vis = (proj.radii > 0).cpu()
-            g = (proj.means2d.grad.detach() * half).norm(dim=-1).cpu()  # pixels -> NDC units
+            g = (proj.means2d.grad.detach().reshape(-1, 2) * half).norm(dim=-1).cpu()  # pixels -> NDC units
             self.total[vis] += g[vis]
             self.seen[vis] += 1
             self.radius = torch.maximum(self.radius, proj.radii.detach().cpu() / (2 * half))

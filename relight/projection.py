@@ -17,7 +17,7 @@ ALPHA_MAX = 0.99
 @dataclass
 class Projected:
     """Screen-space Gaussians."""
-    means2d: Tensor  # [N, 2] pixel coordinates (x right, y down)
+    means2d: Tensor  # [N, 2] pixel coordinates (x right, y down); [1, N, 2] as gsplat hands them to `watch`
     conics: Tensor  # [N, 3] inverse 2D covariance (a, b, c) of [[a, b], [b, c]]
     depths: Tensor  # [N] camera-space z
     radii: Tensor  # [N] pixel radius beyond which alpha < ALPHA_MIN (0: culled)

@@ -36,7 +36,7 @@ def rasterize(means: Tensor,  # [N, 3]
     `.radii`). On the fused path its `means2d` is a leaf outside the render whose gradient the kernel fills.
     """
     if select_backend(means.device) == "gsplat":
-        return _rasterize_gsplat(means, quats, scales, opacities, colors, camera, background)
+        return _rasterize_gsplat(means, quats, scales, opacities, colors, camera, background, watch)
     if cpu_backend(backend, means, colors, quats, scales, opacities) == "fused":
         from relight.kernel import rasterize_fused
         return rasterize_fused(means, quats, scales, opacities, colors, camera, background, watch)
@@ -184,12 +184,19 @@ def tile_lists(means2d: Tensor,  # [N, 2]
 
 
 def _rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
-                      camera: Camera, background: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The same rendering through gsplat's CUDA kernels (imported only here; never run in this project yet)."""
+                      camera: Camera, background: Tensor | None,
+                      watch: Callable[[Projected], None] | None = None) -> tuple[Tensor, Tensor]:
+    """The same rendering through gsplat's CUDA kernels (imported only here). Unpacked, so that `watch` gets
+    gsplat's own screen-space means ([1, N, 2]: one row per Gaussian) and radii."""
     from gsplat import rasterization
     view = camera.viewmat().to(means)[None]
     K = camera.K().to(means)[None]
     bg = None if background is None else background.to(colors)[None]
-    img, alpha, _ = rasterization(means, quats, scales, opacities, colors, view, K, camera.width,
-                                  camera.height, near_plane=0.01, eps2d=0.3, backgrounds=bg)
+    img, alpha, meta = rasterization(means, quats, scales, opacities, colors, view, K, camera.width,
+                                     camera.height, near_plane=0.01, eps2d=0.3, backgrounds=bg, packed=False)
+    if watch is not None:
+        radii = meta["radii"][0]  # [N, 2] half-extents in x and y (gsplat >= 1.5), 0 where culled
+        radii = radii.amax(-1) if radii.dim() == 2 else radii
+        # means2d keeps its camera axis: it is the tensor the render used, so its gradient is the one retained
+        watch(Projected(meta["means2d"], meta["conics"][0], meta["depths"][0], radii.to(means.dtype)))
     return img[0], alpha[0, ..., 0]

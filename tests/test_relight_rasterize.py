@@ -2,8 +2,9 @@
 import torch
 
 from relight.camera import Camera, look_at
+from relight.densify import ScreenGradients
 from relight.gaussians import covariance_3d
-from relight.projection import project, project_one
+from relight.projection import BLUR, NEAR, Projected, project, project_one
 from relight.rasterize import rasterize
 from relight.rasterize_reference import rasterize_reference
 from relight.transfer import transfer
@@ -109,10 +110,73 @@ def test_backend_selection_cpu_torch_cuda_gsplat_or_a_clear_error(monkeypatch):
 def test_rasterize_dispatches_on_the_selected_backend(monkeypatch):
     from relight import rasterize as rz
     means, quats, scales, opac, colors, cam = scene(5, 3)
-    monkeypatch.setattr(rz, "_rasterize_gsplat", lambda *a: ("gsplat", a[-2]))
+    monkeypatch.setattr(rz, "_rasterize_gsplat", lambda *a: ("gsplat", a[5]))
     assert rz.rasterize(means, quats, scales, opac, colors, cam)[0].shape == (17, 21, 3)  # CPU: our code
     monkeypatch.setattr(rz, "select_backend", lambda device: "gsplat")
     assert rz.rasterize(means, quats, scales, opac, colors, cam) == ("gsplat", cam)
+
+
+def _screen_gradients(means, quats, scales, opac, colors, cam, device: str) -> ScreenGradients:
+    """Densification's statistics of one render and backward of a sum of squares."""
+    sg = ScreenGradients(len(means))
+    m = means.to(device).requires_grad_()
+    c = Camera(cam.c2w.to(device), cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
+    img, _ = rasterize(m, *(t.to(device) for t in (quats, scales, opac, colors)), c, watch=sg)
+    (img ** 2).sum().backward()
+    sg.collect(cam.width, cam.height)
+    return sg
+
+
+def test_the_gsplat_path_hands_densification_gsplat_s_screen_means_and_radii(monkeypatch):
+    """gsplat runs only on CUDA. Here a function with gsplat 1.5's signature and unpacked outputs (meta's
+    means2d, conics and depths [C, N, ...], radii [C, N, 2] int32) computed by our projection stands in for it,
+    to check what the adapter hands the densifier and how it calls gsplat; the CUDA test below runs gsplat."""
+    import sys
+    import types
+
+    from relight import rasterize as rz
+    means, quats, scales, opac, colors, cam = scene(40, 0)
+    calls = []
+
+    def rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *, near_plane,
+                      eps2d, backgrounds, packed):
+        calls.append((viewmats, Ks, width, height, near_plane, eps2d, packed))
+        proj = project(means, covariance_3d(quats, scales), opacities, cam)
+        means2d = proj.means2d[None]  # as in gsplat, the tensor meta hands out is the one the render reads
+        img, alpha = rz.rasterize_projected(Projected(means2d[0], proj.conics, proj.depths, proj.radii), opacities,
+                                            colors, width, height, backgrounds)
+        r = proj.radii.to(torch.int32)
+        meta = {"means2d": means2d, "conics": proj.conics[None], "depths": proj.depths[None],
+                "radii": torch.stack([r, r], -1)[None]}
+        return img[None], alpha[None, ..., None], meta
+
+    want = _screen_gradients(means, quats, scales, opac, colors, cam, "cpu")
+    monkeypatch.setitem(sys.modules, "gsplat", types.SimpleNamespace(rasterization=rasterization))
+    monkeypatch.setattr(rz, "select_backend", lambda device: "gsplat")
+    got = _screen_gradients(means, quats, scales, opac, colors, cam, "cpu")
+    view, K, width, height, near, eps2d, packed = calls[0]
+    assert torch.equal(view[0], cam.viewmat()) and torch.equal(K[0], cam.K()) and (width, height) == (21, 17)
+    assert (near, eps2d, packed) == (NEAR, BLUR, False)
+    assert float(got.seen.sum()) > 0 and float(got.total.max()) > 0
+    assert torch.equal(got.seen, want.seen)  # want: the CPU default (the fused kernel where it is built)
+    assert torch.allclose(got.total, want.total, rtol=1e-4, atol=1e-4 * float(want.total.max()))
+    assert torch.allclose(got.radius, want.radius, atol=1.0 / 21)
+
+
+def test_gsplat_hands_densification_the_cpu_screen_gradients_on_cuda():
+    import importlib.util
+
+    import pytest
+    if not torch.cuda.is_available() or importlib.util.find_spec("gsplat") is None:
+        pytest.skip("needs a CUDA device and gsplat")
+    scn = scene(40, 0)
+    cpu, gpu = (_screen_gradients(*scn, dev) for dev in ("cpu", "cuda"))
+    assert float(gpu.total.max()) > 0
+    on = (cpu.seen > 0) & (gpu.seen > 0)  # gsplat also culls Gaussians wholly outside the image
+    assert torch.allclose(gpu.mean()[on], cpu.mean()[on], rtol=0.02, atol=1e-3 * float(cpu.mean().max()))
+    # gsplat's radius is the larger half-extent of the cut-off ellipse's box, ours its major semi-axis
+    r_gpu, r_cpu, px = gpu.radius[on], cpu.radius[on], 1.0 / 21
+    assert torch.all(r_gpu <= r_cpu + px) and torch.all(r_gpu >= r_cpu / 2 ** 0.5 - px)
 
 
 def test_gsplat_matches_the_cpu_rasterizer_on_cuda():
