@@ -7,17 +7,23 @@
 #   5. 2-GPU meta-training under torchrun with nccl (skipped with fewer than 2 GPUs)
 #   6. every domain's train and evaluate with --device cuda for a few steps (relight needs gsplat), and
 #      tests/test_devices.py (those runs on the GPU against the CPU, and the demo's engine part on the GPU)
-# Sized to stay under 5 minutes on one GPU (not run yet: no GPU was lent to the sessions that wrote it).
+# Sized to stay under 5 minutes on one GPU once gsplat's kernels are built (not run yet: no GPU was lent to the
+# sessions that wrote it).
 # Usage: bash scripts/gpu_check.sh     (from the repository root, after make setup)
+# On a lent machine (no .venv, no registry): bash scripts/gpu_bundle.sh here, then run this there with .gpu
+# carried; scripts/gpu_env.sh installs the bundle for the image's python3 first. PyTorch3D's CUDA renderer is
+# then skipped: our PyTorch3D build is for this machine's torch and Python.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || source scripts/gpu_env.sh
 fail=0
 step() {  # name, command...: run it, print its wall time and status
   local name=$1; shift
-  local t0; t0=$(date +%s.%N)
+  local t0; t0=$(date +%s%N)
   if "$@"; then status=ok; else status=FAILED; fail=1; fi
-  printf '[gpu_check] %-34s %6.1f s  %s\n' "$name" "$(echo "$(date +%s.%N) - $t0" | bc)" "$status"
+  local ds=$(( ($(date +%s%N) - t0) / 100000000 ))  # tenths of a second (no bc on every image)
+  printf '[gpu_check] %-34s %4d.%d s  %s\n' "$name" $((ds / 10)) $((ds % 10)) "$status"
 }
 "$PY" -c "import torch, sys; print('[gpu_check]', torch.cuda.device_count(), 'GPU(s):', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'); sys.exit(not torch.cuda.is_available())" \
   || { echo "[gpu_check] no CUDA device: nothing to check"; exit 1; }
@@ -42,6 +48,24 @@ out = mt.rollout(step, x0, lambda x, t, k: -(k * x).sum(-1, keepdim=True), k, 10
 out.cost.sum().backward(); torch.cuda.synchronize()
 print(f"  adjoint rollout gradient, batch 256 x 1000 steps: {time.perf_counter() - t0:.2f} s")
 PYEOF
+step "MuJoCo MUJOCO_GL=egl" env MUJOCO_GL=egl "$PY" - <<'PYEOF'
+import time
+import mujoco
+m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos="0 0 3"/><geom type="sphere" size="0.3"/></worldbody></mujoco>')
+d = mujoco.MjData(m); mujoco.mj_forward(m, d)
+r = mujoco.Renderer(m, 256, 256)
+t0 = time.perf_counter(); r.update_scene(d); img = r.render(); r.close()
+assert img.shape == (256, 256, 3) and img.max() > 0
+print(f"  256x256 frame: {1000 * (time.perf_counter() - t0):.1f} ms")
+PYEOF
+# One-time builds, timed apart from the checks: gsplat's CUDA kernels (torch's JIT at first import, for this GPU's
+# architecture only) and our fused CPU rasterizer, which the gsplat comparison also runs against.
+TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")}
+export TORCH_CUDA_ARCH_LIST MAX_JOBS=${MAX_JOBS:-$(nproc)}
+if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('gsplat') is None)"; then
+  step "gsplat CUDA kernels (JIT build)" "$PY" -c "from gsplat.cuda._backend import _C; assert _C is not None, 'no build'"
+fi
+step "relight fused CPU kernel (build)" "$PY" -m relight.kernel --build
 runs=$(mktemp -d)
 step "robot train+evaluate --device cuda" bash -c "\"$PY\" -m metatune robot train --task pendulum --horizon 50 \
   --robots-per-task 2 --steps 3 --out $runs/robot --device cuda >/dev/null && \"$PY\" -m metatune robot evaluate \
@@ -60,6 +84,9 @@ fi
 step "tests/test_devices.py (GPU vs CPU)" "$PY" -m pytest -q -rs tests/test_devices.py
 rm -rf "$runs"
 step "gsplat vs CPU rasterizer" "$PY" -m pytest -q -rs tests/test_relight_rasterize.py -k gsplat
+if ! "$PY" -c "import pytorch3d.renderer" 2>/dev/null; then
+  echo "[gpu_check] PyTorch3D CUDA renderer: skipped (no PyTorch3D build for this torch: the device bundle has its pure-Python part only)"
+else
 step "PyTorch3D CUDA renderer" "$PY" - <<'PYEOF'
 import time, torch
 from pytorch3d.renderer import (FoVPerspectiveCameras, MeshRasterizer, MeshRenderer, PointLights, RasterizationSettings,
@@ -76,16 +103,7 @@ img = r(mesh); torch.cuda.synchronize(); t0 = time.perf_counter(); img = r(mesh)
 assert img.shape == (1, 512, 512, 4) and float(img[..., 3].mean()) > 0.1
 print(f"  512x512 Phong sphere: {1000 * (time.perf_counter() - t0):.1f} ms")
 PYEOF
-step "MuJoCo MUJOCO_GL=egl" env MUJOCO_GL=egl "$PY" - <<'PYEOF'
-import time
-import mujoco
-m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos="0 0 3"/><geom type="sphere" size="0.3"/></worldbody></mujoco>')
-d = mujoco.MjData(m); mujoco.mj_forward(m, d)
-r = mujoco.Renderer(m, 256, 256)
-t0 = time.perf_counter(); r.update_scene(d); img = r.render(); r.close()
-assert img.shape == (256, 256, 3) and img.max() > 0
-print(f"  256x256 frame: {1000 * (time.perf_counter() - t0):.1f} ms")
-PYEOF
+fi
 if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
   out=$(mktemp -d)
   cat > "$out/nccl.py" <<'PYEOF'

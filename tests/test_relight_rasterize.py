@@ -185,8 +185,10 @@ def test_gsplat_matches_the_cpu_rasterizer_on_cuda():
     import pytest
     if not torch.cuda.is_available() or importlib.util.find_spec("gsplat") is None:
         pytest.skip("needs a CUDA device and gsplat")
+    from relight import kernel
     means, quats, scales, opac, colors, cam = scene(40, 0)
-    ref, ref_alpha = rasterize(means, quats, scales, opac, colors, cam)
     c = Camera(cam.c2w.cuda(), cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
     img, alpha = rasterize(*(t.cuda() for t in (means, quats, scales, opac, colors)), c)
-    assert torch.allclose(img.cpu(), ref, atol=2e-3) and torch.allclose(alpha.cpu(), ref_alpha, atol=2e-3)
+    for backend in ("torch", "fused") if kernel.is_built() else ("torch",):  # our PyTorch code and our kernel
+        ref, ref_alpha = rasterize(means, quats, scales, opac, colors, cam, backend=backend)
+        assert torch.allclose(img.cpu(), ref, atol=2e-3) and torch.allclose(alpha.cpu(), ref_alpha, atol=2e-3), backend
