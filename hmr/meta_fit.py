@@ -88,6 +88,12 @@ class _ScaledInit(nn.Module):
         return self.regressor(task) * self.scale
 
 
+def warmup_fraction(steps: int, fraction: float = 0.05) -> float:
+    """The one-cycle schedule's warm-up fraction: `fraction`, unless its warm-up would end at step 0
+    (fraction * steps == 1, as at 20 steps), where torch's OneCycleLR divides by zero: then two steps."""
+    return 2.0 / steps if fraction * steps == 1.0 else fraction
+
+
 class MetaFitter:
     """Train / adapt / evaluate the meta-learned fit for SMPL-layout bodies and BODY_25 keypoints."""
 
@@ -166,7 +172,8 @@ class MetaFitter:
         if self._pre_opt is None or self._pre_sched is None:
             self._pre_opt = torch.optim.Adam(self.regressor.parameters(), lr=self.cfg.pretrain_lr)
             self._pre_sched = torch.optim.lr_scheduler.OneCycleLR(
-                self._pre_opt, max_lr=self.cfg.pretrain_lr, total_steps=self.cfg.pretrain_steps, pct_start=0.05)
+                self._pre_opt, max_lr=self.cfg.pretrain_lr, total_steps=self.cfg.pretrain_steps,
+                pct_start=warmup_fraction(self.cfg.pretrain_steps))
         return self._pre_opt, self._pre_sched
 
     def pretrain(self, steps: int | None = None, progress: bool = True) -> list[float]:

@@ -102,6 +102,14 @@ def test_pretraining_resumed_from_a_checkpoint_ends_where_one_go_does(body, tmp_
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 20, 21])
+def test_the_one_cycle_schedule_takes_any_number_of_pretraining_steps(body, steps):
+    """At 20 steps the 5% warm-up would end at step 0, where torch's OneCycleLR divides by zero."""
+    cfg = MetaFitConfig(pretrain_steps=steps, train_pool=16, hidden=8, pretrain_batch=4, people_per_task=4)
+    fitter = MetaFitter(body, cfg, scale=torch.ones(85))
+    assert len(fitter.pretrain(progress=False)) == steps
+
+
 def test_uncertainty_updates_freeze_converged_parameters(body):
     """Started near the solution (where a good regressor starts), with the default freeze ratio some
     parameters' std collapses and they stop moving, while the rest move on."""
