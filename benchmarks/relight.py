@@ -16,7 +16,8 @@ Quality: on generated scenes (glossy MuJoCo scene with cast shadows, matte MuJoC
 PyTorch3D scene with one bounce of coloured interreflection, which the model's local shading cannot explain)
 the meta-learned Gaussian-Phong model against the same model trained jointly without meta-learning and
 against plain Gaussians without shading: PSNR/SSIM on the test lights (other side of the hemisphere),
-zero-shot and after adapting on 1 view per test light, and training time.
+zero-shot and after adapting on 1 view per test light, and per row the training's wall and CPU seconds
+(process_time), threads (--threads) and peak resident memory (VmHWM, reset before the row's training).
 Writes a table to stdout and JSON to benchmarks/results/relight.json and to --out.
 """
 from __future__ import annotations
@@ -359,12 +360,18 @@ def quality(quick: bool, resolution: int, work: Path, presets: list[str], method
             joint = run.with_name(run.name.replace(f"_{method}_", "_joint_"))
             if method == "meta" and (joint / STAGE1).is_file():
                 fork_stage1(joint, run, "meta")  # stage 1 is the same computation for both: train it once
+            gc.collect()
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS: this row's peak from here
+            rss, c0 = _memory_kb("VmRSS"), time.process_time()
             summary = train(scene, run, cfg)
+            cpu, peak = time.process_time() - c0, _memory_kb("VmHWM")
             ev = evaluate(run, scene)
             seen = evaluate(run, scene, split="train")  # the training lights: the in-distribution ceiling
             row = {"scene": preset, "method": method, "ood_psnr": ev["psnr"], "ood_ssim": ev["ssim"],
                    "train_light_psnr": seen["psnr"], "train_seconds": summary["train_seconds"],
-                   "gaussians": summary["gaussians"], "resolution": resolution}
+                   "gaussians": summary["gaussians"], "resolution": resolution, "threads": torch.get_num_threads(),
+                   "train_cpu_seconds": round(cpu, 1), "train_peak_mb": round(peak / 1024),
+                   "train_peak_above_start_mb": round((peak - rss) / 1024)}
             if method != "plain":
                 ad = adapted(run, scene, 1)
                 row |= {"adapted1_psnr": ad["psnr"], "adapted1_ssim": ad["ssim"]}
@@ -391,6 +398,7 @@ def main() -> int:
     ap.add_argument("--resolution", type=int, default=128, help="training resolution of the quality runs")
     ap.add_argument("--scenes", nargs="+", default=list(PRESETS), choices=PRESETS)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--shadow-worker", nargs=5, default=None, help=argparse.SUPPRESS)  # scene method n threads reps
     ap.add_argument("--kernel-worker", nargs=4, default=None, help=argparse.SUPPRESS)  # method n res repeats
@@ -403,6 +411,8 @@ def main() -> int:
         kind, method, n, threads, repeats = args.shadow_worker
         print(json.dumps(shadow_worker(kind, method, int(n), int(threads), int(repeats))))
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "quick": args.quick}
@@ -431,13 +441,16 @@ def main() -> int:
         print(f"load average (1, 5, 15 min) before {result['kernel_load']['before']}, "
               f"after {result['kernel_load']['after']}")
     if args.only in (None, "quality"):
+        load = os.getloadavg()
         result["quality"] = quality(args.quick, args.resolution, RESULTS / "relight_work", args.scenes, args.methods)
-        print(f"{'scene':7} {'method':6} {'OOD PSNR':>9} {'SSIM':>6} {'train-light':>11} {'1-shot PSNR':>11} "
-              f"{'train s':>8}")
+        print(f"{'scene':7} {'res':>4} {'method':6} {'OOD PSNR':>9} {'SSIM':>6} {'train-light':>11} "
+              f"{'1-shot PSNR':>11} {'Gaussians':>9} {'train s':>8} {'CPU s':>7} {'peak MB':>8}")
         for r in result["quality"]:
-            print(f"{r['scene']:7} {r['method']:6} {r['ood_psnr']:9.2f} {r['ood_ssim']:6.3f} "
+            print(f"{r['scene']:7} {r['resolution']:4d} {r['method']:6} {r['ood_psnr']:9.2f} {r['ood_ssim']:6.3f} "
                   f"{r['train_light_psnr']:11.2f} {r.get('adapted1_psnr', float('nan')):11.2f} "
-                  f"{r['train_seconds']:8.1f}")
+                  f"{r['gaussians']:9d} {r['train_seconds']:8.1f} {r['train_cpu_seconds']:7.1f} {r['train_peak_mb']:8d}")
+        print(f"threads {torch.get_num_threads()}; load average before {[round(x, 2) for x in load]}, "
+              f"after {[round(x, 2) for x in os.getloadavg()]}")
         for preset in args.scenes:
             by = {r["method"]: r["ood_psnr"] for r in result["quality"] if r["scene"] == preset}
             if "meta" in by:
