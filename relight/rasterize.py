@@ -12,7 +12,7 @@ from torch import Tensor
 
 from relight.camera import Camera
 from relight.gaussians import covariance_3d
-from relight.projection import ALPHA_MAX, ALPHA_MIN, Projected, project
+from relight.projection import ALPHA_MAX, ALPHA_MIN, BLUR, NEAR, Projected, project
 
 TILE = 8
 CHUNK_ELEMENTS = 1 << 22  # tiles x pixels x Gaussians evaluated at once (bounds memory)
@@ -193,7 +193,7 @@ def _rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: T
     K = camera.K().to(means)[None]
     bg = None if background is None else background.to(colors)[None]
     img, alpha, meta = rasterization(means, quats, scales, opacities, colors, view, K, camera.width,
-                                     camera.height, near_plane=0.01, eps2d=0.3, backgrounds=bg, packed=False)
+                                     camera.height, near_plane=NEAR, eps2d=BLUR, backgrounds=bg, packed=False)
     if watch is not None:
         radii = meta["radii"][0]  # [N, 2] half-extents in x and y (gsplat >= 1.5), 0 where culled
         radii = radii.amax(-1) if radii.dim() == 2 else radii
