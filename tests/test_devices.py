@@ -170,3 +170,18 @@ def test_relight_trains_evaluates_and_adapts_on_cuda(tmp_path, capsys):
 def test_the_engine_demo_runs_on_cuda(tmp_path, capsys):
     assert run(["demo", "--only", "engine", "--out", str(tmp_path), "--device", "cuda"], capsys)[0] == 0
     assert (tmp_path / "engine" / "sine_few_shot.png").is_file()
+
+
+def test_gpu_check_without_a_venv_or_a_bundle_says_how_to_make_one(tmp_path):
+    """On a machine with neither .venv nor the device bundle, scripts/gpu_check.sh stops at once with one line
+    naming scripts/gpu_bundle.sh (the bundle it would install lies in $GPU_BUNDLE, here an empty folder)."""
+    import os
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    for script in ("gpu_check.sh", "gpu_env.sh", "gpu_bundle.sh"):
+        assert subprocess.run(["bash", "-n", str(root / "scripts" / script)]).returncode == 0, script
+    env = {**os.environ, "PY": str(tmp_path / "no-python"), "GPU_BUNDLE": str(tmp_path)}
+    done = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1 and "scripts/gpu_bundle.sh" in done.stderr, done.stderr
+    assert "[gpu_check]" not in done.stdout  # stopped before any step
