@@ -345,38 +345,52 @@ def adapted(run: Path, scene: Path, views: int) -> dict:
 RUN_VERSION = "v2"
 
 
-def quality(quick: bool, resolution: int, work: Path, presets: list[str], methods: list[str]) -> list[dict]:
-    rows = []
+def quality_worker(preset: str, method: str, resolution: int, quick: bool, work: Path) -> dict:
+    """One (scene, method) row in this process: train (meta forks joint's stage 1 when it is there), evaluate on
+    the test and training lights, adapt on 1 view; CPU seconds and peak resident memory of the training."""
     layout = LayoutConfig(resolution=resolution, train_lights=16, test_lights=4, views_per_light=4)
     steps = (80, 15) if quick else (300, 60)
+    scene = work / f"scene_{preset}_{resolution}"
+    if not (scene / "transforms_test.json").is_file():
+        generate_scene(scene, preset, layout=layout)
+    run = work / f"run_{preset}_{method}_{resolution}_{steps[0]}_{steps[1]}_{RUN_VERSION}"
+    cfg = TrainConfig(method=method, resolution=resolution, fit_steps=steps[0], meta_steps=steps[1], max_points=2000)
+    joint = run.with_name(run.name.replace(f"_{method}_", "_joint_"))
+    if method == "meta" and (joint / STAGE1).is_file():
+        fork_stage1(joint, run, "meta")  # stage 1 is the same computation for both: train it once
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS: the training's peak from here
+    rss, c0 = _memory_kb("VmRSS"), time.process_time()
+    summary = train(scene, run, cfg)
+    cpu, peak = time.process_time() - c0, _memory_kb("VmHWM")
+    ev = evaluate(run, scene)
+    seen = evaluate(run, scene, split="train")  # the training lights: the in-distribution ceiling
+    row = {"scene": preset, "method": method, "ood_psnr": ev["psnr"], "ood_ssim": ev["ssim"],
+           "train_light_psnr": seen["psnr"], "train_seconds": summary["train_seconds"],
+           "gaussians": summary["gaussians"], "resolution": resolution, "threads": torch.get_num_threads(),
+           "train_cpu_seconds": round(cpu, 1), "train_peak_mb": round(peak / 1024),
+           "train_peak_above_start_mb": round((peak - rss) / 1024), "stage1_forked": method == "meta" and
+           (joint / STAGE1).is_file()}
+    if method != "plain":
+        ad = adapted(run, scene, 1)
+        row |= {"adapted1_psnr": ad["psnr"], "adapted1_ssim": ad["ssim"]}
+    return row
+
+
+def quality(quick: bool, resolution: int, work: Path, presets: list[str], methods: list[str],
+            threads: int | None) -> list[dict]:
+    """Every (scene, method) row, each in a subprocess of its own (so that its peak memory is its own)."""
+    rows = []
     for preset in presets:
-        scene = work / f"scene_{preset}_{resolution}"
-        if not (scene / "transforms_test.json").is_file():
-            generate_scene(scene, preset, layout=layout)
         for method in methods:
-            run = work / f"run_{preset}_{method}_{resolution}_{steps[0]}_{steps[1]}_{RUN_VERSION}"
-            cfg = TrainConfig(method=method, resolution=resolution, fit_steps=steps[0], meta_steps=steps[1],
-                              max_points=2000)
-            joint = run.with_name(run.name.replace(f"_{method}_", "_joint_"))
-            if method == "meta" and (joint / STAGE1).is_file():
-                fork_stage1(joint, run, "meta")  # stage 1 is the same computation for both: train it once
-            gc.collect()
-            Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS: this row's peak from here
-            rss, c0 = _memory_kb("VmRSS"), time.process_time()
-            summary = train(scene, run, cfg)
-            cpu, peak = time.process_time() - c0, _memory_kb("VmHWM")
-            ev = evaluate(run, scene)
-            seen = evaluate(run, scene, split="train")  # the training lights: the in-distribution ceiling
-            row = {"scene": preset, "method": method, "ood_psnr": ev["psnr"], "ood_ssim": ev["ssim"],
-                   "train_light_psnr": seen["psnr"], "train_seconds": summary["train_seconds"],
-                   "gaussians": summary["gaussians"], "resolution": resolution, "threads": torch.get_num_threads(),
-                   "train_cpu_seconds": round(cpu, 1), "train_peak_mb": round(peak / 1024),
-                   "train_peak_above_start_mb": round((peak - rss) / 1024)}
-            if method != "plain":
-                ad = adapted(run, scene, 1)
-                row |= {"adapted1_psnr": ad["psnr"], "adapted1_ssim": ad["ssim"]}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            cmd = [sys.executable, __file__, "--quality-worker", preset, method, str(resolution), str(int(quick)),
+                   str(work)] + (["--threads", str(threads)] if threads else [])
+            with open(work.parent / "relight_quality_worker.err", "w") as err:  # a file: tqdm fills a pipe
+                out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"quality row {preset}/{method} failed; see {err.name}")
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -402,6 +416,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--shadow-worker", nargs=5, default=None, help=argparse.SUPPRESS)  # scene method n threads reps
     ap.add_argument("--kernel-worker", nargs=4, default=None, help=argparse.SUPPRESS)  # method n res repeats
+    ap.add_argument("--quality-worker", nargs=5, default=None, help=argparse.SUPPRESS)  # scene method res quick work
     args = ap.parse_args()
     if args.kernel_worker:
         method, n, res, repeats = args.kernel_worker
@@ -413,6 +428,10 @@ def main() -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.quality_worker:
+        preset, method, res, quick, work = args.quality_worker
+        print(json.dumps(quality_worker(preset, method, int(res), quick == "1", Path(work))))
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "quick": args.quick}
@@ -442,14 +461,16 @@ def main() -> int:
               f"after {result['kernel_load']['after']}")
     if args.only in (None, "quality"):
         load = os.getloadavg()
-        result["quality"] = quality(args.quick, args.resolution, RESULTS / "relight_work", args.scenes, args.methods)
+        (RESULTS / "relight_work").mkdir(exist_ok=True)
+        result["quality"] = quality(args.quick, args.resolution, RESULTS / "relight_work", args.scenes, args.methods,
+                                    args.threads)
         print(f"{'scene':7} {'res':>4} {'method':6} {'OOD PSNR':>9} {'SSIM':>6} {'train-light':>11} "
               f"{'1-shot PSNR':>11} {'Gaussians':>9} {'train s':>8} {'CPU s':>7} {'peak MB':>8}")
         for r in result["quality"]:
             print(f"{r['scene']:7} {r['resolution']:4d} {r['method']:6} {r['ood_psnr']:9.2f} {r['ood_ssim']:6.3f} "
                   f"{r['train_light_psnr']:11.2f} {r.get('adapted1_psnr', float('nan')):11.2f} "
                   f"{r['gaussians']:9d} {r['train_seconds']:8.1f} {r['train_cpu_seconds']:7.1f} {r['train_peak_mb']:8d}")
-        print(f"threads {torch.get_num_threads()}; load average before {[round(x, 2) for x in load]}, "
+        print(f"threads {result['quality'][0]['threads']}; load average before {[round(x, 2) for x in load]}, "
               f"after {[round(x, 2) for x in os.getloadavg()]}")
         for preset in args.scenes:
             by = {r["method"]: r["ood_psnr"] for r in result["quality"] if r["scene"] == preset}
