@@ -356,7 +356,8 @@ def quality_worker(preset: str, method: str, resolution: int, quick: bool, work:
     run = work / f"run_{preset}_{method}_{resolution}_{steps[0]}_{steps[1]}_{RUN_VERSION}"
     cfg = TrainConfig(method=method, resolution=resolution, fit_steps=steps[0], meta_steps=steps[1], max_points=2000)
     joint = run.with_name(run.name.replace(f"_{method}_", "_joint_"))
-    if method == "meta" and (joint / STAGE1).is_file():
+    forked = method == "meta" and (joint / STAGE1).is_file()
+    if forked:
         fork_stage1(joint, run, "meta")  # stage 1 is the same computation for both: train it once
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS: the training's peak from here
@@ -369,8 +370,7 @@ def quality_worker(preset: str, method: str, resolution: int, quick: bool, work:
            "train_light_psnr": seen["psnr"], "train_seconds": summary["train_seconds"],
            "gaussians": summary["gaussians"], "resolution": resolution, "threads": torch.get_num_threads(),
            "train_cpu_seconds": round(cpu, 1), "train_peak_mb": round(peak / 1024),
-           "train_peak_above_start_mb": round((peak - rss) / 1024), "stage1_forked": method == "meta" and
-           (joint / STAGE1).is_file()}
+           "train_peak_above_start_mb": round((peak - rss) / 1024), "stage1_forked": forked}
     if method != "plain":
         ad = adapted(run, scene, 1)
         row |= {"adapted1_psnr": ad["psnr"], "adapted1_ssim": ad["ssim"]}

@@ -1,4 +1,7 @@
 """The tiled CPU rasterizer against the slow reference, finite-difference gradients, and the transfer matrix."""
+import importlib.util
+
+import pytest
 import torch
 
 from relight.camera import Camera, look_at
@@ -8,6 +11,9 @@ from relight.projection import BLUR, NEAR, Projected, project, project_one
 from relight.rasterize import rasterize
 from relight.rasterize_reference import rasterize_reference
 from relight.transfer import transfer
+
+needs_cuda_and_gsplat = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("gsplat") is None,
+                                           reason="needs a CUDA device and gsplat")
 
 
 def scene(n: int, seed: int, dtype=torch.float32, size=(21, 17)):
@@ -91,10 +97,6 @@ def test_tile_lists_match_brute_force_overlap():
 
 
 def test_backend_selection_cpu_torch_cuda_gsplat_or_a_clear_error(monkeypatch):
-    import importlib.util
-
-    import pytest
-
     from metatune import MetatuneError
     from relight import rasterize as rz
     assert rz.select_backend(torch.device("cpu")) == "torch"
@@ -120,8 +122,7 @@ def _screen_gradients(means, quats, scales, opac, colors, cam, device: str) -> S
     """Densification's statistics of one render and backward of a sum of squares."""
     sg = ScreenGradients(len(means))
     m = means.to(device).requires_grad_()
-    c = Camera(cam.c2w.to(device), cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
-    img, _ = rasterize(m, *(t.to(device) for t in (quats, scales, opac, colors)), c, watch=sg)
+    img, _ = rasterize(m, *(t.to(device) for t in (quats, scales, opac, colors)), cam.to(device), watch=sg)
     (img ** 2).sum().backward()
     sg.collect(cam.width, cam.height)
     return sg
@@ -163,12 +164,8 @@ def test_the_gsplat_path_hands_densification_gsplat_s_screen_means_and_radii(mon
     assert torch.allclose(got.radius, want.radius, atol=1.0 / 21)
 
 
+@needs_cuda_and_gsplat
 def test_gsplat_hands_densification_the_cpu_screen_gradients_on_cuda():
-    import importlib.util
-
-    import pytest
-    if not torch.cuda.is_available() or importlib.util.find_spec("gsplat") is None:
-        pytest.skip("needs a CUDA device and gsplat")
     scn = scene(40, 0)
     cpu, gpu = (_screen_gradients(*scn, dev) for dev in ("cpu", "cuda"))
     assert float(gpu.total.max()) > 0
@@ -179,16 +176,11 @@ def test_gsplat_hands_densification_the_cpu_screen_gradients_on_cuda():
     assert torch.all(r_gpu <= r_cpu + px) and torch.all(r_gpu >= r_cpu / 2 ** 0.5 - px)
 
 
+@needs_cuda_and_gsplat
 def test_gsplat_matches_the_cpu_rasterizer_on_cuda():
-    import importlib.util
-
-    import pytest
-    if not torch.cuda.is_available() or importlib.util.find_spec("gsplat") is None:
-        pytest.skip("needs a CUDA device and gsplat")
     from relight import kernel
     means, quats, scales, opac, colors, cam = scene(40, 0)
-    c = Camera(cam.c2w.cuda(), cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
-    img, alpha = rasterize(*(t.cuda() for t in (means, quats, scales, opac, colors)), c)
+    img, alpha = rasterize(*(t.cuda() for t in (means, quats, scales, opac, colors)), cam.to("cuda"))
     for backend in ("torch", "fused") if kernel.is_built() else ("torch",):  # our PyTorch code and our kernel
         ref, ref_alpha = rasterize(means, quats, scales, opac, colors, cam, backend=backend)
         assert torch.allclose(img.cpu(), ref, atol=2e-3) and torch.allclose(alpha.cpu(), ref_alpha, atol=2e-3), backend
