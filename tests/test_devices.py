@@ -2,21 +2,19 @@
 
 Here (no GPU): a CUDA device that is not there is one `metatune: error:` line and exit status 2 for every
 verb, before anything is written; a checkpoint loads onto the device of the tuner that reads it. With CUDA
-(the tests marked `cuda`, run by scripts/gpu_check.sh): each domain trains and evaluates on the GPU and
+(the tests marked `needs_cuda`, run by scripts/gpu_check.sh): each domain trains and evaluates on the GPU and
 agrees with the same run on the CPU.
 """
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from marks import needs_cuda, needs_gsplat
 
 import metatune as mt
 from metatune import checkpoint
 from metatune.cli import main
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:
@@ -100,7 +98,7 @@ def test_a_checkpoint_loads_onto_the_device_of_the_tuner_reading_it(tmp_path):
 
 
 # ---- on a GPU ---------------------------------------------------------------------------------------------------
-@cuda
+@needs_cuda
 def test_engine_meta_trains_on_cuda_like_on_the_cpu(tmp_path):
     runs = {}
     for dev in ("cpu", "cuda"):
@@ -121,7 +119,7 @@ HMR_TRAIN = ["hmr", "train", "--pretrain-steps", "4", "--steps", "2", "--inner-s
              "--calibration-people", "4", "--train-pool", "64"]
 
 
-@cuda
+@needs_cuda
 @pytest.mark.parametrize("domain", ["robot", "hmr"])
 def test_a_domain_trains_and_evaluates_on_cuda_as_on_the_cpu(domain, tmp_path, capsys):
     train = ROBOT_TRAIN if domain == "robot" else HMR_TRAIN
@@ -145,15 +143,15 @@ def test_a_domain_trains_and_evaluates_on_cuda_as_on_the_cpu(domain, tmp_path, c
                 "--device", "cpu"], capsys)[0] == 0
 
 
-@cuda
+@needs_cuda
 def test_robot_adapts_through_mujoco_with_its_gains_on_cuda(tmp_path, capsys):
     code, _ = run(["robot", "adapt", "--task", "pendulum", "--robots", "1", "--steps", "1", "--physics", "mujoco",
                    "--backend", "mujoco", "--out", str(tmp_path), "--device", "cuda"], capsys)
     assert code == 0 and (tmp_path / "metrics.json").is_file()
 
 
-@cuda
-@pytest.mark.skipif(importlib.util.find_spec("gsplat") is None, reason="needs gsplat (the [cuda] extra)")
+@needs_cuda
+@needs_gsplat
 def test_relight_trains_evaluates_and_adapts_on_cuda(tmp_path, capsys):
     scene = str(tmp_path / "scene")
     assert run(["relight", "generate", "--out", scene, "--resolution", "16"], capsys)[0] == 0
@@ -166,7 +164,7 @@ def test_relight_trains_evaluates_and_adapts_on_cuda(tmp_path, capsys):
     assert (tmp_path / "evaluate" / "metrics.json").is_file() and (tmp_path / "adapt" / "adapt.json").is_file()
 
 
-@cuda
+@needs_cuda
 def test_the_engine_demo_runs_on_cuda(tmp_path, capsys):
     assert run(["demo", "--only", "engine", "--out", str(tmp_path), "--device", "cuda"], capsys)[0] == 0
     assert (tmp_path / "engine" / "sine_few_shot.png").is_file()

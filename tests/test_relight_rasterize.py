@@ -3,6 +3,7 @@ import importlib.util
 
 import pytest
 import torch
+from marks import needs_cuda, needs_gsplat
 
 from relight.camera import Camera, look_at
 from relight.densify import ScreenGradients
@@ -11,9 +12,6 @@ from relight.projection import BLUR, NEAR, Projected, project, project_one
 from relight.rasterize import rasterize
 from relight.rasterize_reference import rasterize_reference
 from relight.transfer import transfer
-
-needs_cuda_and_gsplat = pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("gsplat") is None,
-                                           reason="needs a CUDA device and gsplat")
 
 
 def scene(n: int, seed: int, dtype=torch.float32, size=(21, 17)):
@@ -164,7 +162,8 @@ def test_the_gsplat_path_hands_densification_gsplat_s_screen_means_and_radii(mon
     assert torch.allclose(got.radius, want.radius, atol=1.0 / 21)
 
 
-@needs_cuda_and_gsplat
+@needs_cuda
+@needs_gsplat
 def test_gsplat_hands_densification_the_cpu_screen_gradients_on_cuda():
     scn = scene(40, 0)
     cpu, gpu = (_screen_gradients(*scn, dev) for dev in ("cpu", "cuda"))
@@ -176,7 +175,8 @@ def test_gsplat_hands_densification_the_cpu_screen_gradients_on_cuda():
     assert torch.all(r_gpu <= r_cpu + px) and torch.all(r_gpu >= r_cpu / 2 ** 0.5 - px)
 
 
-@needs_cuda_and_gsplat
+@needs_cuda
+@needs_gsplat
 def test_gsplat_matches_the_cpu_rasterizer_on_cuda():
     from relight import kernel
     means, quats, scales, opac, colors, cam = scene(40, 0)
